@@ -1,0 +1,26 @@
+"""Arrow schemas and validation shared by every stage; imports only pyarrow."""
+
+from schemas.corpus import CORPUS_SCHEMA, REQUIRED_CORPUS_COLUMNS, TIMESTAMP_TYPE, doc_field, field_doc
+from schemas.dead_letter import DEAD_LETTER_SCHEMA, DEAD_LETTER_STAGES, dead_letter_row
+from schemas.store import MANIFEST_FIELDS, MANIFEST_FORMAT_VERSION, StoreManifest, store_schema
+from schemas.validation import SchemaError, check_row, is_stringlike, normalize_row, validate_corpus_schema
+
+__all__ = [
+    "CORPUS_SCHEMA",
+    "DEAD_LETTER_SCHEMA",
+    "DEAD_LETTER_STAGES",
+    "MANIFEST_FIELDS",
+    "MANIFEST_FORMAT_VERSION",
+    "REQUIRED_CORPUS_COLUMNS",
+    "TIMESTAMP_TYPE",
+    "SchemaError",
+    "StoreManifest",
+    "check_row",
+    "dead_letter_row",
+    "doc_field",
+    "field_doc",
+    "is_stringlike",
+    "normalize_row",
+    "store_schema",
+    "validate_corpus_schema",
+]

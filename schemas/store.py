@@ -1,0 +1,175 @@
+"""The embedding store: one row per user holding the merged ``k x d`` soft prompt.
+
+Why: downstream readers look a user up and feed the soft prompt to the frozen
+backbone; they must be able to tell, without the model, which compressor produced
+the rows (``checkpoint_fingerprint``) and reshape the flat vector (``num_embeddings``
+x ``hidden_size``). The :class:`StoreManifest` is written last, as the commit marker
+of a complete store, and records how it was built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from schemas.corpus import TIMESTAMP_TYPE, doc_field
+
+#: Highest manifest format this code reads and the one it writes.
+MANIFEST_FORMAT_VERSION = 1
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int (got {value!r})")
+    return value
+
+
+def store_schema(k: int, d: int) -> pa.Schema:
+    """Arrow schema of store rows for ``k`` compression embeddings of hidden size ``d``.
+
+    The embedding is a flat ``fixed_size_list<float32>[k*d]`` (row-major ``k x d``) so
+    that each row is one contiguous buffer and a wrong shape fails at write time.
+    """
+    _check_positive_int("k (num_embeddings)", k)
+    _check_positive_int("d (hidden_size)", d)
+    return pa.schema(
+        [
+            doc_field("user_id", pa.string(), "The user whose documents were merged.", nullable=False),
+            doc_field(
+                "embedding",
+                pa.list_(pa.field("item", pa.float32(), nullable=False), k * d),
+                "Mean of the user's document compressions, row-major k x d, float32.",
+                nullable=False,
+            ),
+            doc_field("num_embeddings", pa.int32(), "k: number of soft-prompt vectors.", nullable=False),
+            doc_field("hidden_size", pa.int32(), "d: the backbone's hidden size.", nullable=False),
+            doc_field(
+                "n_docs",
+                pa.int64(),
+                "Number of documents averaged; lets a new document fold into the mean in O(1).",
+                nullable=False,
+            ),
+            doc_field(
+                "checkpoint_fingerprint",
+                pa.string(),
+                "Fingerprint of the compressor checkpoint that produced the embedding.",
+                nullable=False,
+            ),
+            doc_field("computed_at", TIMESTAMP_TYPE, "When this row was computed (UTC).", nullable=False),
+        ],
+        metadata={
+            "doc": "ComMer embedding store: one merged soft prompt per user.",
+            "num_embeddings": str(k),
+            "hidden_size": str(d),
+        },
+    )
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class StoreManifest:
+    """What a committed store was built from; written last, read first.
+
+    Construction validates every field (``ValueError`` naming the field), so a
+    manifest that exists is a manifest that can be trusted by readers.
+    """
+
+    checkpoint_fingerprint: str = field(metadata=_doc("Fingerprint of the compressor checkpoint used."))
+    base_model: str = field(metadata=_doc("Backbone identifier (hub id, path or built-in name)."))
+    base_model_sha256: str | None = field(
+        metadata=_doc("SHA-256 of the backbone weights file, or null when not hashed.")
+    )
+    num_embeddings: int = field(metadata=_doc("k: soft-prompt vectors per user."))
+    hidden_size: int = field(metadata=_doc("d: the backbone's hidden size."))
+    counts: dict[str, int] = field(
+        metadata=_doc("Named counters of the run, e.g. users, documents, dead_letters.")
+    )
+    input_pattern: str = field(metadata=_doc("The corpus file pattern that was read."))
+    runner: str = field(metadata=_doc("The Beam runner that executed the job."))
+    started_at: datetime = field(metadata=_doc("Job start, timezone-aware (ISO 8601 in JSON)."))
+    finished_at: datetime = field(metadata=_doc("Job end, timezone-aware (ISO 8601 in JSON)."))
+    package_version: str = field(metadata=_doc("commer-pipeline version that wrote the store."))
+    format_version: int = field(
+        default=MANIFEST_FORMAT_VERSION, metadata=_doc("Manifest format version (currently 1).")
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_fingerprint", "base_model", "input_pattern", "runner", "package_version"):
+            _require_str(name, getattr(self, name))
+        if self.base_model_sha256 is not None:
+            _require_str("base_model_sha256", self.base_model_sha256)
+        for name in ("num_embeddings", "hidden_size"):
+            _check_positive_int(f"manifest field {name!r}", getattr(self, name))
+        _check_positive_int("manifest field 'format_version'", self.format_version)
+        if self.format_version > MANIFEST_FORMAT_VERSION:
+            raise ValueError(
+                f"manifest field 'format_version' is {self.format_version}; "
+                f"this code reads up to {MANIFEST_FORMAT_VERSION}"
+            )
+        if not isinstance(self.counts, dict):
+            raise ValueError(f"manifest field 'counts' must be an object (got {type(self.counts).__name__})")
+        for key, value in self.counts.items():
+            if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"manifest field 'counts' must map names to ints >= 0 (bad entry {key!r}: {value!r})")
+        for name in ("started_at", "finished_at"):
+            value = getattr(self, name)
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                raise ValueError(f"manifest field {name!r} must be a timezone-aware datetime (got {value!r})")
+        if self.finished_at < self.started_at:
+            raise ValueError("manifest field 'finished_at' is before 'started_at'")
+
+    def to_json(self) -> str:
+        """Stable, human-readable JSON (sorted keys, ISO 8601 times)."""
+        data = dataclasses.asdict(self)
+        for name in ("started_at", "finished_at"):
+            data[name] = data[name].isoformat()
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StoreManifest:
+        """Parse and validate; ``ValueError`` names the missing or malformed field.
+
+        Unknown keys are ignored so that additive fields do not need a new format version.
+        """
+        try:
+            data: Any = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"manifest is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"manifest must be a JSON object (got {type(data).__name__})")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.default is dataclasses.MISSING:
+                    raise ValueError(f"manifest field {f.name!r} is missing")
+                continue
+            kwargs[f.name] = data[f.name]
+        for name in ("started_at", "finished_at"):
+            kwargs[name] = _parse_time(name, kwargs[name])
+        return cls(**kwargs)
+
+
+def _require_str(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"manifest field {name!r} must be a non-empty string (got {value!r})")
+
+
+def _parse_time(name: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"manifest field {name!r} must be an ISO 8601 string (got {value!r})")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"manifest field {name!r} is not ISO 8601: {value!r}") from exc
+
+
+#: Manifest field name -> meaning, for docs and ``inspect`` output.
+MANIFEST_FIELDS: dict[str, str] = {f.name: f.metadata["doc"] for f in dataclasses.fields(StoreManifest)}
