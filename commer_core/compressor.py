@@ -1,0 +1,160 @@
+"""The ComMer compressor: a document -> k soft-prompt vectors (k x d).
+
+``k`` trainable compression embeddings are appended after each document's token
+embeddings; the backbone with a trainable LoRA reads the sequence; the final
+layer's hidden states at those ``k`` positions are the compression. The LM head
+is never computed. Batches are right-padded and each document's compression
+tokens sit right after its own last token, so under the causal mask a document
+never sees padding or its batch neighbours: its compression does not depend on
+the batch it was computed in (up to floating-point rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from commer_core.backbone import Backbone
+from commer_core.config import CompressorConfig
+
+# A token spans well under this many characters; cutting longer texts before
+# tokenizing bounds the cost of a pathological (say 5 MB) document.
+_MAX_CHARS_PER_TOKEN = 64
+
+
+@dataclass(frozen=True)
+class TokenizedDoc:
+    """A document's token ids after truncation, and whether it was cut."""
+
+    ids: list[int]
+    truncated: bool
+
+
+class Compressor(nn.Module):
+    """Compression embeddings + LoRA around a shared, frozen backbone."""
+
+    def __init__(self, backbone: Backbone, config: CompressorConfig, *, seed: int = 0) -> None:
+        super().__init__()
+        d = backbone.hidden_size
+        if config.hidden_size not in (None, d):
+            raise ValueError(f"config hidden_size {config.hidden_size} != backbone hidden size {d}")
+        self.config = CompressorConfig(**{**config.__dict__, "hidden_size": d})
+        if hasattr(backbone.model, "peft_config"):
+            raise ValueError("this backbone already carries a compressor's LoRA; load one backbone per compressor")
+        self.backbone = backbone
+        self.tokenizer = backbone.tokenizer
+        lora = config.lora
+        self.peft_model: PeftModel = get_peft_model(
+            backbone.model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules),
+                bias="none",
+            ),
+        )
+        self.compression_embeddings = nn.Parameter(self._init_embeddings(config.num_embeddings, seed))
+        self.to(backbone.device)
+        self.eval()
+
+    # -- parameters -------------------------------------------------------------------
+    def _init_embeddings(self, k: int, seed: int) -> torch.Tensor:
+        """Draw from the token embeddings' per-dimension statistics so the backbone sees in-distribution inputs."""
+        table = self.backbone.model.get_input_embeddings().weight.detach().float()
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(k, table.shape[1], generator=gen)
+        return table.mean(0).cpu() + table.std(0).cpu() * noise
+
+    def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The two groups the method trains (they take different learning rates)."""
+        lora = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
+        return {"embeddings": [self.compression_embeddings], "lora": lora}
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(self.peft_model)
+
+    # -- tokens -----------------------------------------------------------------------
+    @property
+    def num_embeddings(self) -> int:
+        return self.config.num_embeddings
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size or 0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def tokenize(self, texts: Sequence[str]) -> list[TokenizedDoc]:
+        """Token ids without special tokens, truncated at ``max_doc_tokens``."""
+        limit = self.config.max_doc_tokens
+        char_cap = limit * _MAX_CHARS_PER_TOKEN
+        cut = [t[:char_cap] for t in texts]
+        encoded = self.tokenizer(cut, add_special_tokens=False)["input_ids"]
+        return [
+            TokenizedDoc(ids[:limit], len(ids) > limit or len(text) > char_cap)
+            for ids, text in zip(encoded, texts)
+        ]
+
+    # -- compression ------------------------------------------------------------------
+    def forward(self, input_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Compress a batch of token-id lists into a (n_docs, k, d) tensor."""
+        if len(input_ids) == 0:
+            return torch.empty(0, self.num_embeddings, self.hidden_size, device=self.device)
+        device, k = self.device, self.num_embeddings
+        lengths = torch.tensor([len(x) for x in input_ids], device=device)
+        n, width = len(input_ids), int(lengths.max()) + k
+        pad_id = self.tokenizer.pad_token_id
+        tokens = torch.full((n, width), pad_id, dtype=torch.long, device=device)
+        for row, ids in enumerate(input_ids):
+            tokens[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        embeds = self.peft_model.get_input_embeddings()(tokens)
+        rows = torch.arange(n, device=device)[:, None]
+        slots = lengths[:, None] + torch.arange(k, device=device)[None, :]
+        embeds = embeds.index_put((rows, slots), self.compression_embeddings.to(embeds.dtype).expand(n, k, -1))
+        mask = (torch.arange(width, device=device)[None, :] < (lengths + k)[:, None]).long()
+        decoder = self.peft_model.get_base_model().get_decoder()
+        hidden = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        return hidden[rows, slots]
+
+    @torch.inference_mode()
+    def compress_texts(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> torch.Tensor:
+        """Compress texts in length-sorted token-budget batches; rows come back in input order."""
+        docs = self.tokenize(texts)
+        return self.compress_tokenized([d.ids for d in docs], batch_tokens=batch_tokens, max_batch_size=max_batch_size)
+
+    @torch.inference_mode()
+    def compress_tokenized(
+        self, input_ids: Sequence[Sequence[int]], *, batch_tokens: int = 4096, max_batch_size: int = 64
+    ) -> torch.Tensor:
+        out = torch.empty(len(input_ids), self.num_embeddings, self.hidden_size, dtype=torch.float32)
+        for batch in plan_batches([len(x) for x in input_ids], self.num_embeddings, batch_tokens, max_batch_size):
+            out[batch] = self([input_ids[i] for i in batch]).float().cpu()
+        return out
+
+
+def plan_batches(
+    lengths: Sequence[int], k: int, batch_tokens: int, max_batch_size: int = 64
+) -> Iterator[list[int]]:
+    """Group indices by sorted length so each padded batch (n x (max_len + k)) fits the token budget.
+
+    Sorting keeps padding small; the budget bounds activation memory whatever the mix.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    for i in order:
+        width = lengths[i] + k  # sorted ascending: the newest member is the widest
+        if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) >= max_batch_size):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

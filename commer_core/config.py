@@ -1,0 +1,80 @@
+"""Configuration of a ComMer compressor, validated once so every consumer can trust it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BASE_MODEL = "smollm2-135m"
+DTYPES = ("float32", "bfloat16", "float16")
+# Attention projections: the LoRA target that keeps a checkpoint small (all-linear
+# LoRA r=64 on SmolLM2 is ~78 MB); override for the paper's heavier setting.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the backbone; defaults are the paper's (r=64, alpha=16, dropout=0.1)."""
+
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ValueError("LoRA target_modules must name at least one module")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+
+@dataclass(frozen=True)
+class CompressorConfig:
+    """What defines a compressor: its backbone, k, LoRA and how documents are cut.
+
+    ``hidden_size`` (d) is filled from the backbone when the compressor is built.
+    """
+
+    base_model: str = DEFAULT_BASE_MODEL
+    num_embeddings: int = 16
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    max_doc_tokens: int = 512
+    hidden_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.base_model:
+            raise ValueError("base_model must be a hub id, a local path or a built-in name")
+        if not 1 <= self.num_embeddings <= 1024:
+            raise ValueError(f"num_embeddings (k) must be in [1, 1024], got {self.num_embeddings}")
+        if self.max_doc_tokens < 1:
+            raise ValueError(f"max_doc_tokens must be >= 1, got {self.max_doc_tokens}")
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoraSettings(**self.lora))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["lora"]["target_modules"] = list(self.lora.target_modules)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CompressorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown compressor config fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def parse_dtype(name: str) -> "Any":
+    """Map a dtype name to torch's dtype (kept here so configs stay plain strings)."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    return getattr(torch, name)
