@@ -49,6 +49,7 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    os.chmod(staging, 0o755)
     try:
         backbone = compressor.backbone
         config = {
@@ -67,6 +68,8 @@ def save_checkpoint(
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         emb = compressor.compression_embeddings.detach().float().cpu().contiguous()
         save_file({"compression_embeddings": emb}, staging / EMBEDDINGS_FILE)
+        # Name the backbone as the user did, not by a machine-local cache path.
+        compressor.peft_model.peft_config["default"].base_model_name_or_path = backbone.name
         compressor.peft_model.save_pretrained(staging / ADAPTER_DIR, safe_serialization=True)
         _write_checksums(staging)
         if path.exists():
