@@ -14,6 +14,8 @@ from commer_core.data import (
     load_perltqa,
     load_perltqa_memory,
     load_perltqa_qa,
+    prepare,
+    read_examples_parquet,
     split_characters,
     split_perltqa,
 )
@@ -74,8 +76,8 @@ def test_real_reference_memories_resolve_to_documents() -> None:
 
 @real
 def test_real_prepare_split(tmp_path: Path) -> None:
-    (tmp_path / MEMORY.name).symlink_to(MEMORY)
-    (tmp_path / QA.name).symlink_to(QA)
+    for path in (MEMORY, QA):
+        (tmp_path / path.name).symlink_to(path)
     assert find_perltqa_files(tmp_path) == (tmp_path / MEMORY.name, tmp_path / QA.name)
     splits, members = split_perltqa(tmp_path, n_test=1, seed=0)
     assert len(members["train"]) == len(members["test"]) == 1
@@ -89,6 +91,20 @@ def test_real_prepare_split(tmp_path: Path) -> None:
     assert [e.example_id for e in again["dev"]] == [e.example_id for e in splits["dev"]]
     with pytest.raises(ValueError, match="n_test"):
         split_perltqa(tmp_path, n_test=5)
+
+
+@real
+def test_real_prepare_writes_examples_and_corpora(tmp_path: Path) -> None:
+    for path in (MEMORY, QA):
+        (tmp_path / path.name).symlink_to(path)
+    counts = prepare("perltqa", tmp_path, tmp_path / "out", n_test_characters=1)
+    assert sum(c["examples"] for c in counts.values()) == 444
+    assert {c["users"] for c in counts.values()} == {1}
+    assert sorted(c["corpus_rows"] for c in counts.values()) in ([54, 54, 57], [54, 57, 57])
+    info = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert info["characters"]["test"] != info["characters"]["train"]
+    test = read_examples_parquet(tmp_path / "out" / "test.parquet")
+    assert {e.user_id for e in test} == set(info["characters"]["test"])
 
 
 def test_split_characters_full_set_is_27_5_and_deterministic() -> None:

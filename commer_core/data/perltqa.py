@@ -23,11 +23,14 @@ from typing import Any
 from commer_core.data.examples import DataFormatError, Document, Example, parse_timestamp, read_json
 from commer_core.data.selection import stable_key
 
-#: Sections of a character's memory, in the order their documents are emitted.
-MEMORY_SECTIONS: tuple[str, ...] = ("profile", "social_relationship", "events", "dialogues")
-_MONTHS = {m: i for i, m in enumerate(
-    ["january", "february", "march", "april", "may", "june", "july",
-     "august", "september", "october", "november", "december"], start=1)}
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("january", "february", "march", "april", "may", "june", "july",
+         "august", "september", "october", "november", "december"),
+        start=1,
+    )
+}
 _EVENT_DATE = re.compile(r"(?:(?P<month>[A-Za-z]+)\s+(?:(?P<day>\d{1,2}),?\s+)?)?(?P<year>\d{4})")
 
 
@@ -39,7 +42,7 @@ def _parse_literal(text: str, where: str) -> Any:
         pass
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
         raise DataFormatError(f"{where}: string is neither JSON nor a Python literal ({exc})") from exc
 
 
