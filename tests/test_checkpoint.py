@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+from commer_core.backbone import load_backbone
+from commer_core.checkpoint import CheckpointError, fingerprint, load_checkpoint, read_config, save_checkpoint
+from tests.helpers import DOCS, make_compressor
+
+
+@pytest.fixture
+def saved(tiny_backbone, tmp_path):
+    compressor = make_compressor(tiny_backbone)
+    fp = save_checkpoint(compressor, tmp_path / "ck", trained=True, training={"steps": 3})
+    return compressor, tmp_path / "ck", fp
+
+
+def test_round_trip_is_bit_exact(saved):
+    compressor, path, _ = saved
+    loaded = load_checkpoint(path)  # loads its own backbone from the config
+    assert torch.equal(loaded.compression_embeddings, compressor.compression_embeddings)
+    a, b = compressor.lora_state_dict(), loaded.lora_state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(loaded.compress_texts(DOCS), compressor.compress_texts(DOCS))
+    config = read_config(path)
+    assert config["trained"] is True and config["training"] == {"steps": 3}
+    assert config["compressor"]["num_embeddings"] == 4 and config["compressor"]["hidden_size"] == 64
+    assert len(config["base_model"]["weights_sha256"]) == 64
+
+
+def test_no_pickle_files_anywhere(saved):
+    _, path, _ = saved
+    suffixes = {p.suffix for p in path.rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ".safetensors", ".md"}
+
+
+def test_fingerprint_identifies_content(saved, tmp_path):
+    compressor, path, fp = saved
+    assert fp == fingerprint(path) and len(fp) == 64
+    with torch.no_grad():
+        compressor.compression_embeddings.add_(1.0)
+    assert save_checkpoint(compressor, tmp_path / "other", trained=True, training={"steps": 3}) != fp
+
+
+def test_an_altered_file_is_refused(saved):
+    _, path, _ = saved
+    target = path / "compression_embeddings.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1
+    target.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="compression_embeddings.safetensors was altered"):
+        load_checkpoint(path)
+
+
+def test_a_different_base_model_is_refused(saved, tmp_path):
+    _, path, _ = saved
+    config = json.loads((path / "commer_config.json").read_text())
+    # another backbone: same architecture, different weights
+    other = load_backbone("tiny-random")
+    other.weights_sha256 = "0" * 64
+    with pytest.raises(CheckpointError, match="made for base model"):
+        load_checkpoint(path, other)
+    assert config["base_model"]["name"] == "tiny-random"
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not a commer checkpoint"):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,71 @@
+import math
+
+import torch
+
+from commer_core.generator import Generator
+from commer_core.merge import mean_pool
+from tests.helpers import DOCS, make_compressor
+
+INPUTS = ["Write a headline:", "Paraphrase this tweet: so tired today", "Hello"]
+
+
+def test_scores_match_a_plain_forward_of_the_frozen_model(tiny_backbone):
+    compressor = make_compressor(tiny_backbone)
+    gen = Generator(compressor)
+    prefix = mean_pool(compressor.compress_texts(DOCS[:2]))
+    scored = gen.score([prefix, None], INPUTS[:2], [" Big news", " very sleepy"])
+    # reference: the base model with the LoRA off, full logits, one example at a time
+    tok = tiny_backbone.tokenizer
+    for s, p, x, y in zip(scored, [prefix, None], INPUTS[:2], [" Big news", " very sleepy"]):
+        a = tok(x, add_special_tokens=False)["input_ids"]
+        b = tok(y, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.no_grad(), gen.frozen_base() as lm:
+            emb = lm.get_input_embeddings()(torch.tensor(a + b))
+            if p is not None:
+                emb = torch.cat([p, emb])
+            logits = lm(inputs_embeds=emb[None]).logits[0]
+        start = (0 if p is None else p.shape[0]) + len(a)
+        logp = torch.log_softmax(logits[start - 1 : start - 1 + len(b)], -1)
+        nll = -logp[torch.arange(len(b)), torch.tensor(b)].sum().item()
+        assert s.n_tokens == len(b)
+        assert math.isclose(s.nll, nll, rel_tol=1e-4)
+
+
+def test_generator_uses_the_frozen_base_not_the_lora(tiny_backbone):
+    compressor = make_compressor(tiny_backbone, perturb_lora=False)
+    gen = Generator(compressor)
+    prefix = torch.randn(4, tiny_backbone.hidden_size)
+    before = gen.score([prefix], ["x"], [" y"])[0].nll
+    with torch.no_grad():
+        for name, param in compressor.peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 1.0)
+    assert gen.score([prefix], ["x"], [" y"])[0].nll == before
+    # while the compressor does see the LoRA
+    ids = [compressor.tokenize(["some text"])[0].ids]
+    with torch.inference_mode():
+        with compressor.peft_model.disable_adapter():
+            plain = compressor(ids)
+        assert not torch.allclose(compressor(ids), plain)
+
+
+def test_batched_generation_equals_one_at_a_time_with_different_prefixes(tiny_backbone):
+    compressor = make_compressor(tiny_backbone)
+    gen = Generator(compressor)
+    comp = compressor.compress_texts(DOCS)
+    prefixes = [mean_pool(comp[:2]), None, mean_pool(comp[2:])]
+    batch = gen.generate(prefixes, INPUTS, max_new_tokens=8)
+    single = [gen.generate([p], [x], max_new_tokens=8)[0] for p, x in zip(prefixes, INPUTS)]
+    assert batch == single
+    assert any(batch)
+
+
+def test_sampling_is_seeded_and_stop_strings_cut(tiny_backbone):
+    gen = Generator(make_compressor(tiny_backbone))
+    a = gen.generate([None], ["Once"], max_new_tokens=10, do_sample=True, seed=3, top_p=0.9)
+    b = gen.generate([None], ["Once"], max_new_tokens=10, do_sample=True, seed=3, top_p=0.9)
+    assert a == b
+    full = gen.generate([None], ["Once"], max_new_tokens=10)[0]
+    stop = full[2:4]
+    cut = gen.generate([None], ["Once"], max_new_tokens=10, stop_strings=[stop])[0]
+    assert stop not in cut and full.startswith(cut)
