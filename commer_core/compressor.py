@@ -95,14 +95,7 @@ class Compressor(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> list[TokenizedDoc]:
         """Token ids without special tokens, truncated at ``max_doc_tokens``."""
-        limit = self.config.max_doc_tokens
-        char_cap = limit * _MAX_CHARS_PER_TOKEN
-        cut = [t[:char_cap] for t in texts]
-        encoded = self.tokenizer(cut, add_special_tokens=False)["input_ids"]
-        return [
-            TokenizedDoc(ids[:limit], len(ids) > limit or len(text) > char_cap)
-            for ids, text in zip(encoded, texts)
-        ]
+        return tokenize_documents(self.tokenizer, texts, self.config.max_doc_tokens)
 
     # -- compression ------------------------------------------------------------------
     def forward(self, input_ids: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -141,20 +134,44 @@ class Compressor(nn.Module):
         return out
 
 
-def plan_batches(
-    lengths: Sequence[int], k: int, batch_tokens: int, max_batch_size: int = 64
-) -> Iterator[list[int]]:
-    """Group indices by sorted length so each padded batch (n x (max_len + k)) fits the token budget.
+def tokenize_documents(tokenizer, texts: Sequence[str], max_doc_tokens: int) -> list[TokenizedDoc]:
+    """What :meth:`Compressor.tokenize` does, with only a tokenizer (no model) at hand.
 
-    Sorting keeps padding small; the budget bounds activation memory whatever the mix.
+    Lets a pipeline tokenize (and count truncations) in a step of its own, before
+    batching by token budget, with exactly the compressor's rules.
+    """
+    char_cap = max_doc_tokens * _MAX_CHARS_PER_TOKEN
+    cut = [t[:char_cap] for t in texts]
+    encoded = tokenizer(cut, add_special_tokens=False)["input_ids"]
+    return [
+        TokenizedDoc(ids[:max_doc_tokens], len(ids) > max_doc_tokens or len(text) > char_cap)
+        for ids, text in zip(encoded, texts)
+    ]
+
+
+def plan_batches(
+    lengths: Sequence[int], k: int, batch_tokens: int, max_batch_size: int = 64, max_padding: float = 0.1
+) -> Iterator[list[int]]:
+    """Group indices by sorted length into padded batches (n x (max_len + k)) within the token budget.
+
+    Sorting keeps padding small, the budget bounds activation memory whatever the
+    mix, and a batch closes early rather than let padding exceed ``max_padding`` of
+    its computed tokens (sparse length mixes would otherwise waste compute).
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batch: list[int] = []
+    real = 0
     for i in order:
         width = lengths[i] + k  # sorted ascending: the newest member is the widest
-        if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) >= max_batch_size):
+        size = len(batch) + 1
+        if batch and (
+            size * width > batch_tokens
+            or size > max_batch_size
+            or 1 - (real + width) / (size * width) > max_padding
+        ):
             yield batch
-            batch = []
+            batch, real = [], 0
         batch.append(i)
+        real += width
     if batch:
         yield batch

@@ -1,0 +1,151 @@
+"""Measuring compression speed against the machine's own limits.
+
+Throughput is reported as ratios taken in one run (against a naive baseline and
+against a matmul peak probed in the same process, same dtype), because absolute
+times on shared machines drift.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from commer_core.compressor import Compressor, plan_batches
+
+MIXES = ("tweet", "article", "lognormal")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measured method over one document set."""
+
+    seconds: float
+    docs: int
+    tokens: int  # real (unpadded) tokens including the k compression slots
+    computed_tokens: int  # tokens actually run, padding included
+    flops: float
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.docs / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.tokens / max(self.computed_tokens, 1)
+
+
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-N GFLOP/s of an n^3 matmul: the ceiling a dense forward can approach."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def bf16_supported() -> bool:
+    """True where the CPU has native bf16 matmul (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def make_documents(mix: str, n: int, vocab_size: int, *, seed: int = 0, lo: int = 20, hi: int = 500) -> list[list[int]]:
+    """Token-id documents whose lengths follow a mix: tweet (20-60), article (200-400), lognormal (lo-hi)."""
+    rng = np.random.default_rng(seed)
+    if mix == "tweet":
+        lengths = rng.integers(20, 61, n)
+    elif mix == "article":
+        lengths = rng.integers(200, 401, n)
+    elif mix == "lognormal":
+        lengths = np.clip(np.exp(rng.normal(math.log(90), 0.8, n)), lo, hi).astype(int)
+    else:
+        raise ValueError(f"unknown document mix {mix!r}; choose one of {MIXES}")
+    # ids from the common part of the vocabulary: realistic embeddings, no special tokens
+    return [rng.integers(100, min(vocab_size, 20000), int(length)).tolist() for length in lengths]
+
+
+def forward_flops(compressor: Compressor, seq_lens: Sequence[int]) -> float:
+    """2 x non-embedding parameters x tokens, plus attention (QK^T and AV: 4 x L^2 x d per layer)."""
+    config = compressor.backbone.model.config
+    embedding = compressor.backbone.model.get_input_embeddings().weight.numel()
+    params = sum(p.numel() for p in compressor.backbone.model.parameters()) - embedding
+    layers, d = config.num_hidden_layers, config.hidden_size
+    return float(sum(2 * params * length + 4 * layers * length * length * d for length in seq_lens))
+
+
+def time_compressor(
+    compressor: Compressor, docs: Sequence[Sequence[int]], *, batch_tokens: int, max_batch_size: int = 64
+) -> Timing:
+    """commer_core's batched path: length-sorted token-budget batches."""
+    k = compressor.num_embeddings
+    batches = list(plan_batches([len(d) for d in docs], k, batch_tokens, max_batch_size))
+    computed = sum(len(b) * (max(len(docs[i]) for i in b) + k) for b in batches)
+    compressor.compress_tokenized(docs[: min(4, len(docs))], batch_tokens=batch_tokens)  # warm-up
+    start = time.perf_counter()
+    compressor.compress_tokenized(docs, batch_tokens=batch_tokens, max_batch_size=max_batch_size)
+    seconds = time.perf_counter() - start
+    return _timing(compressor, docs, seconds, computed)
+
+
+def time_naive(compressor: Compressor, docs: Sequence[Sequence[int]]) -> Timing:
+    """What a user writes first: one document at a time through the full causal LM, LM head included."""
+    k = compressor.num_embeddings
+    model = compressor.peft_model
+    slots = compressor.compression_embeddings.detach()
+    embed = model.get_input_embeddings()
+
+    def one(ids: Sequence[int]) -> torch.Tensor:
+        x = torch.cat([embed(torch.tensor([list(ids)]))[0], slots.to(embed.weight.dtype)])[None]
+        out = model(inputs_embeds=x, output_hidden_states=True)
+        return out.hidden_states[-1][0, -k:]
+
+    with torch.inference_mode():
+        one(docs[0])
+        start = time.perf_counter()
+        for ids in docs:
+            one(ids)
+        seconds = time.perf_counter() - start
+    return _timing(compressor, docs, seconds, sum(len(d) + k for d in docs))
+
+
+def _timing(compressor: Compressor, docs: Sequence[Sequence[int]], seconds: float, computed: int) -> Timing:
+    """FLOPs count useful work only (real tokens): padding shows up as a lower fraction of peak."""
+    k = compressor.num_embeddings
+    lengths = [len(d) + k for d in docs]
+    return Timing(seconds, len(docs), sum(lengths), computed, forward_flops(compressor, lengths))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and reaped children), in MiB."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return own / 2**20
+
+
+def best_of(fn: Callable[[], Timing], repeats: int) -> Timing:
+    """Fastest of several runs: the least disturbed by other load on a shared machine."""
+    return min((fn() for _ in range(max(1, repeats))), key=lambda t: t.seconds)
