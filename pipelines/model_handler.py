@@ -1,0 +1,340 @@
+"""RunInference around the ComMer compressor: tokens in, one k x d compression per document out.
+
+The pieces, in the order a document meets them:
+
+* :class:`TokenizeDocs` turns a validated document into ``((user_id, doc_id), token_ids)``
+  with the compressor's own truncation rule (``commer_core.compressor.tokenize_documents``),
+  counting truncations and the token-length distribution.
+* :class:`CompressDocuments` batches by *token budget*: Beam's ``SortAndBatchElements``
+  sorts each bundle by padded length (``len(ids) + k``) and cuts batches at
+  ``max_batch_weight`` tokens, so a batch of short documents is wide and a batch of long
+  ones is narrow and padding stays small. It then applies ``RunInference`` with the
+  handler's ``with_no_batching()`` form. (Beam 2.77's ``ModelHandler(max_batch_weight=...)``
+  forwards that argument to ``BatchElements``, which rejects it with a TypeError, so the
+  sort-and-batch transform is applied explicitly.)
+* :class:`CompressorModelHandler` loads the checkpoint once per worker process (RunInference
+  keeps it in a per-process ``Shared`` handle), sets torch's thread count to
+  cores // processes, uses CUDA + bf16 when asked and present, runs under
+  ``torch.inference_mode`` and returns plain ``float32`` numpy arrays keyed like the input,
+  so outputs cross process boundaries cheaply (also with ``large_model=True`` sharing).
+
+Nothing here imports torch or transformers at module import time: workers pay that cost
+once, in ``setup``/``load_model``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.transforms.util import SortAndBatchElements
+
+from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, CorpusDoc
+from schemas import dead_letter_row
+
+log = logging.getLogger(__name__)
+
+#: ``(user_id, doc_id)``: the key a document carries through inference.
+DocKey = tuple[str, str]
+KeyedTokens = tuple[DocKey, list[int]]
+KeyedCompression = tuple[DocKey, np.ndarray]
+
+
+def quiet_transformers() -> None:
+    """No progress bars or info chatter from transformers / HF hub in job logs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+
+
+# -- checkpoints on any Beam filesystem ---------------------------------------------------
+def materialize_checkpoint(uri: str, expected_fingerprint: str | None = None) -> Path:
+    """A local directory holding the checkpoint at ``uri`` (local path, gs://, s3://, ...).
+
+    Local directories are used in place. Remote ones are copied once per machine into
+    ``$COMMER_HOME/checkpoints/<fingerprint-or-uri-hash>`` (atomic rename, so concurrent
+    worker processes are safe). Integrity is checked by the caller with
+    ``commer_core.checkpoint.verify``.
+    """
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    from apache_beam.io.filesystems import FileSystems
+
+    from commer_core.backbone import commer_home
+
+    tag = expected_fingerprint or hashlib.sha256(uri.encode()).hexdigest()
+    target = commer_home() / "checkpoints" / tag[:32]
+    if (target / "checksums.json").exists():
+        return target
+    root = uri.rstrip("/")
+    matches = FileSystems.match([root + "/**"])[0].metadata_list
+    if not matches:
+        raise FileNotFoundError(f"no checkpoint files under {uri}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=target.parent))
+    try:
+        for meta in matches:
+            relative = meta.path[len(root) + 1:]
+            dest = staging / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with FileSystems.open(meta.path) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "checksums.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# -- tokenization -------------------------------------------------------------------------
+_TOKENIZERS: dict[str, Any] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def load_tokenizer(base_model: str) -> Any:
+    """The base model's tokenizer, loaded once per process."""
+    with _TOKENIZERS_LOCK:
+        if base_model not in _TOKENIZERS:
+            quiet_transformers()
+            from transformers import AutoTokenizer
+
+            from commer_core.backbone import resolve_model_folder
+
+            _TOKENIZERS[base_model] = AutoTokenizer.from_pretrained(
+                resolve_model_folder(base_model), trust_remote_code=False
+            )
+        return _TOKENIZERS[base_model]
+
+
+class TokenizeDocs(beam.DoFn):
+    """CorpusDoc -> ``((user_id, doc_id), token_ids)``; truncates at ``max_doc_tokens`` and counts it.
+
+    A document whose text yields no token is dead-lettered (stage ``tokenize``).
+    """
+
+    def __init__(self, base_model: str, max_doc_tokens: int):
+        if max_doc_tokens < 1:
+            raise ValueError(f"max_doc_tokens must be >= 1, got {max_doc_tokens}")
+        self._base_model = base_model
+        self._max_doc_tokens = max_doc_tokens
+        self._truncated = Metrics.counter(METRICS_NAMESPACE, "truncated")
+        self._doc_tokens = Metrics.distribution(METRICS_NAMESPACE, "doc_tokens")
+        self._tokenizer = None
+
+    def setup(self) -> None:
+        self._tokenizer = load_tokenizer(self._base_model)
+
+    def process(self, doc: CorpusDoc) -> Iterable[Any]:
+        from commer_core.compressor import tokenize_documents
+
+        try:
+            (tokens,) = tokenize_documents(self._tokenizer, [doc.text], self._max_doc_tokens)
+        except Exception as exc:  # a tokenizer failure on one odd text must not fail the job
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                dead_letter_row(doc._asdict(), f"tokenizer failed: {type(exc).__name__}: {exc}", "tokenize", doc.source),
+            )
+            return
+        if not tokens.ids:
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, dead_letter_row(doc._asdict(), "text produced no tokens", "tokenize", doc.source)
+            )
+            return
+        if tokens.truncated:
+            self._truncated.inc()
+        self._doc_tokens.update(len(tokens.ids))
+        yield (doc.user_id, doc.doc_id), list(tokens.ids)
+
+
+# -- the model ------------------------------------------------------------------------------
+class LoadedCompressor:
+    """What ``load_model`` returns: a compressor behind plain method calls.
+
+    Weak-referenceable (RunInference's ``Shared`` cache requires it) and usable through a
+    cross-process proxy when the model is shared (``large_model=True``): callers only call
+    methods and get numpy arrays back.
+    """
+
+    def __init__(self, compressor: Any, *, batch_tokens: int, max_batch_size: int, fingerprint: str):
+        self._compressor = compressor
+        self._batch_tokens = batch_tokens
+        self._max_batch_size = max_batch_size
+        self._fingerprint = fingerprint
+
+    def compress(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """``(n, k, d)`` float32 compressions, rows in input order."""
+        import torch
+
+        with torch.inference_mode():
+            out = self._compressor.compress_tokenized(
+                token_ids, batch_tokens=self._batch_tokens, max_batch_size=self._max_batch_size
+            )
+        return out.numpy()
+
+    def shape(self) -> tuple[int, int]:
+        return self._compressor.num_embeddings, self._compressor.hidden_size
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def device(self) -> str:
+        return str(self._compressor.device)
+
+
+def threads_for(processes_per_worker: int | None, cores: int | None = None) -> int:
+    """torch threads per process: cores // processes (one per core when processes is None)."""
+    cores = cores or os.cpu_count() or 1
+    if processes_per_worker is None:
+        return 1
+    return max(1, cores // max(1, processes_per_worker))
+
+
+class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedCompressor]):
+    """Keyed ``((user_id, doc_id), token_ids)`` -> ``((user_id, doc_id), float32[k, d])``.
+
+    Args:
+      checkpoint: checkpoint directory (local path or any Beam filesystem URI).
+      num_embeddings: k of the checkpoint (used to weigh elements before the model loads).
+      fingerprint: expected checkpoint fingerprint; the worker refuses a different one.
+      base_model: backbone to load instead of the one named in the checkpoint (its weights
+        must still match the checkpoint's).
+      device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; CUDA runs in bf16.
+      batch_tokens: padded-token budget of one forward pass.
+      max_batch_size: most documents in one forward pass.
+      processes_per_worker: SDK processes sharing the machine's cores (None: one per core).
+      large_model: share one model between a worker's processes (Beam's ``large_model``).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        num_embeddings: int,
+        fingerprint: str | None = None,
+        base_model: str | None = None,
+        device: str = "auto",
+        batch_tokens: int = 4096,
+        max_batch_size: int = 64,
+        processes_per_worker: int | None = 1,
+        large_model: bool = False,
+    ):
+        if batch_tokens < 1 or max_batch_size < 1 or num_embeddings < 1:
+            raise ValueError("batch_tokens, max_batch_size and num_embeddings must be >= 1")
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        # Plain RunInference (without CompressDocuments) still batches by token weight.
+        super().__init__(
+            min_batch_size=batch_tokens,
+            max_batch_size=batch_tokens,
+            element_size_fn=self.element_size,
+            large_model=large_model,
+        )
+        self.checkpoint = checkpoint
+        self.num_embeddings = num_embeddings
+        self.fingerprint = fingerprint
+        self.base_model = base_model
+        self.device = device
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.processes_per_worker = processes_per_worker
+
+    def element_size(self, element: KeyedTokens) -> int:
+        """Weight of one document in a batch: its padded width, ``len(ids) + k``."""
+        return len(element[1]) + self.num_embeddings
+
+    def load_model(self) -> LoadedCompressor:
+        import torch
+
+        from commer_core.backbone import load_backbone, resolve_device
+        from commer_core.checkpoint import CheckpointError, fingerprint, load_checkpoint, read_config
+
+        quiet_transformers()
+        torch.set_num_threads(threads_for(self.processes_per_worker))
+        device = resolve_device(self.device)
+        path = materialize_checkpoint(self.checkpoint, self.fingerprint)
+        actual = fingerprint(path)
+        if self.fingerprint is not None and actual != self.fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} changed since the job started "
+                f"(fingerprint {actual[:12]}..., expected {self.fingerprint[:12]}...)"
+            )
+        backbone = None
+        if self.base_model and self.base_model != read_config(path)["base_model"]["name"]:
+            backbone = load_backbone(self.base_model, device=device)
+        compressor = load_checkpoint(path, backbone, device=device)
+        log.info(
+            "loaded compressor %s on %s (%s), %d torch threads, pid %d",
+            actual[:12], device, compressor.backbone.dtype, torch.get_num_threads(), os.getpid(),
+        )
+        return LoadedCompressor(
+            compressor, batch_tokens=self.batch_tokens, max_batch_size=self.max_batch_size, fingerprint=actual
+        )
+
+    def run_inference(
+        self,
+        batch: Sequence[KeyedTokens],
+        model: LoadedCompressor,
+        inference_args: Optional[dict[str, Any]] = None,
+    ) -> Iterable[KeyedCompression]:
+        if not batch:
+            return []
+        keys = [key for key, _ in batch]
+        out = model.compress([list(ids) for _, ids in batch])
+        return [(key, out[i]) for i, key in enumerate(keys)]
+
+    def get_num_bytes(self, batch: Sequence[KeyedTokens]) -> int:
+        return sum(len(ids) for _, ids in batch) * 8
+
+    def get_metrics_namespace(self) -> str:
+        return METRICS_NAMESPACE
+
+    def validate_inference_args(self, inference_args: Optional[dict[str, Any]]) -> None:
+        if inference_args:
+            raise ValueError(f"CompressorModelHandler takes no inference_args (got {sorted(inference_args)})")
+
+
+class CompressDocuments(beam.PTransform):
+    """``((user_id, doc_id), token_ids)`` -> ``((user_id, doc_id), float32[k, d])``.
+
+    Sort-and-batch by padded token count (Beam's ``SortAndBatchElements``), then
+    ``RunInference`` on the pre-batched elements.
+    """
+
+    def __init__(self, handler: CompressorModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, keyed_tokens: beam.PCollection) -> beam.PCollection:
+        handler = self._handler
+        return (
+            keyed_tokens
+            | "SortAndBatchByTokens" >> SortAndBatchElements(
+                min_batch_size=1,
+                max_batch_size=handler.max_batch_size,
+                max_batch_weight=handler.batch_tokens,
+                element_size_fn=handler.element_size,
+            )
+            | "RunInference" >> RunInference(handler.with_no_batching())
+        )
