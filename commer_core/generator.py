@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -111,8 +112,22 @@ class Generator:
         nll, counts = self.target_nll(prefixes, inputs, targets)
         return [Scored(float(a), int(b)) for a, b in zip(nll.cpu(), counts.cpu())]
 
-    @torch.inference_mode()
     def generate(
+        self, prefixes: Sequence[Prefix], inputs: Sequence[str], *, stop_strings: Sequence[str] = (), **options: Any
+    ) -> list[str]:
+        """Decoded text of :meth:`generate_ids`, cut at the first stop string."""
+        rows = self.generate_ids(prefixes, inputs, stop_strings=stop_strings, **options)
+        return [self.decode(ids, stop_strings) for ids in rows]
+
+    def decode(self, ids: Sequence[int], stop_strings: Sequence[str] = ()) -> str:
+        """Text of generated ids without eos, cut at the first stop string (as LLM callers expect)."""
+        eos = self.tokenizer.eos_token_id
+        text = self.tokenizer.decode([t for t in ids if t != eos])
+        cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
+        return text if cut < 0 else text[:cut]
+
+    @torch.inference_mode()
+    def generate_ids(
         self,
         prefixes: Sequence[Prefix],
         inputs: Sequence[str],
@@ -123,10 +138,10 @@ class Generator:
         top_p: float = 1.0,
         stop_strings: Sequence[str] = (),
         seed: int | None = None,
-    ) -> list[str]:
-        """Greedy or sampled decoding with a KV cache; each row may carry a different prefix.
+    ) -> list[list[int]]:
+        """New token ids per row (eos included when reached), greedy or sampled, with a KV cache.
 
-        Rows are left-padded and positions count real tokens only, so a row
+        Each row may carry a different prefix. Rows are left-padded and positions count real tokens only, so a row
         decodes the same alone or in a batch.
         """
         if not inputs:
@@ -159,7 +174,7 @@ class Generator:
                 step_inputs = {"input_ids": token[:, None]}
                 mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=self.device)], dim=1)
                 positions = positions[:, -1:] + 1
-        return [_finish(self.tokenizer.decode([t for t in o if t != eos]), stop_strings) for o in out]
+        return out
 
 
 def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float,
@@ -176,9 +191,3 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: floa
 
 def _hit_stop(text: str, stops: Sequence[str]) -> bool:
     return any(s in text for s in stops)
-
-
-def _finish(text: str, stops: Sequence[str]) -> str:
-    """Cut at the first stop string, as callers of an LLM expect."""
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
