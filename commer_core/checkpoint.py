@@ -70,7 +70,9 @@ def save_checkpoint(
         save_file({"compression_embeddings": emb}, staging / EMBEDDINGS_FILE)
         # Name the backbone as the user did, not by a machine-local cache path.
         compressor.peft_model.peft_config["default"].base_model_name_or_path = backbone.name
-        compressor.peft_model.save_pretrained(staging / ADAPTER_DIR, safe_serialization=True)
+        compressor.peft_model.save_pretrained(
+            staging / ADAPTER_DIR, safe_serialization=True, save_embedding_layers=False  # no hub look-up
+        )
         _write_checksums(staging)
         if path.exists():
             shutil.rmtree(path)

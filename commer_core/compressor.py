@@ -78,7 +78,7 @@ class Compressor(nn.Module):
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        return get_peft_model_state_dict(self.peft_model)
+        return get_peft_model_state_dict(self.peft_model, save_embedding_layers=False)
 
     # -- tokens -----------------------------------------------------------------------
     @property
