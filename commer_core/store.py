@@ -1,0 +1,219 @@
+"""Read a committed embedding store: one merged ``k x d`` soft prompt per user.
+
+A store is a directory (local, ``gs://``, ``s3://``, anything ``pyarrow.fs`` opens)::
+
+    embeddings-*.parquet     one row per user (``schemas.store_schema(k, d)``)
+    dead_letter-*.parquet    rejected corpus rows with reasons (``schemas.DEAD_LETTER_SCHEMA``)
+    _MANIFEST.json           ``schemas.StoreManifest``; written last, it is the commit marker
+
+A directory without ``_MANIFEST.json`` is an interrupted or foreign write, and
+:func:`open_store` refuses it. Lookups of a few users use pyarrow dataset filters:
+the writer keeps each row group to a narrow, sorted range of user ids, so the
+``user_id`` statistics let pyarrow skip every row group that cannot hold them
+instead of scanning the store.
+
+Imports pyarrow and numpy only (torch is imported lazily by ``check_compatible`` when
+it is given a checkpoint directory).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from schemas import StoreManifest
+
+MANIFEST_NAME = "_MANIFEST.json"
+EMBEDDINGS_PREFIX = "embeddings"
+DEAD_LETTER_PREFIX = "dead_letter"
+EMBEDDINGS_GLOB = f"{EMBEDDINGS_PREFIX}-*.parquet"
+DEAD_LETTER_GLOB = f"{DEAD_LETTER_PREFIX}-*.parquet"
+
+
+class StoreError(ValueError):
+    """The location is not a committed store, or it does not fit what the caller holds."""
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri and not uri.startswith("file://"):
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise StoreError(f"cannot open store location {uri!r}: {exc}") from exc
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+
+
+def open_store(uri: str | os.PathLike[str]) -> EmbeddingStore:
+    """Open a committed store; :class:`StoreError` if it has no valid manifest."""
+    uri = os.fspath(uri)
+    fs, root = _filesystem(uri)
+    root = root.rstrip("/")
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise StoreError(f"{uri} is not a directory (no store there)")
+    manifest_path = f"{root}/{MANIFEST_NAME}"
+    if fs.get_file_info(manifest_path).type != pafs.FileType.File:
+        raise StoreError(
+            f"{uri} has no {MANIFEST_NAME}: not a committed store (the job that wrote it did not finish, "
+            "or it is being rewritten)"
+        )
+    with fs.open_input_stream(manifest_path) as fh:
+        raw = fh.read()
+    try:
+        manifest = StoreManifest.from_json(raw)
+    except ValueError as exc:
+        raise StoreError(f"{uri}: invalid {MANIFEST_NAME}: {exc}") from exc
+    names = sorted(
+        f.base_name for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File
+    )
+    embeddings = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, EMBEDDINGS_GLOB)]
+    dead = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, DEAD_LETTER_GLOB)]
+    if not embeddings:
+        raise StoreError(f"{uri}: the manifest is there but no {EMBEDDINGS_GLOB} files are")
+    return EmbeddingStore(uri, fs, manifest, embeddings, dead)
+
+
+class EmbeddingStore:
+    """A committed store. Build it with :func:`open_store`."""
+
+    def __init__(
+        self,
+        uri: str,
+        filesystem: pafs.FileSystem,
+        manifest: StoreManifest,
+        embedding_files: list[str],
+        dead_letter_files: list[str],
+    ) -> None:
+        self.uri = uri
+        self.manifest = manifest
+        self.embedding_files = list(embedding_files)
+        self.dead_letter_files = list(dead_letter_files)
+        self._fs = filesystem
+        self._dataset = ds.dataset(self.embedding_files, format="parquet", filesystem=filesystem)
+        field = self._dataset.schema.field("embedding") if "embedding" in self._dataset.schema.names else None
+        expected = self.num_embeddings * self.hidden_size
+        if field is None or not pa.types.is_fixed_size_list(field.type) or field.type.list_size != expected:
+            raise StoreError(
+                f"{uri}: embedding column is {field.type if field else 'missing'}, but the manifest says "
+                f"k={self.num_embeddings} x d={self.hidden_size} = {expected} float32 per user"
+            )
+
+    # -- what the store is ----------------------------------------------------------------
+    @property
+    def num_embeddings(self) -> int:
+        return self.manifest.num_embeddings
+
+    @property
+    def hidden_size(self) -> int:
+        return self.manifest.hidden_size
+
+    @property
+    def checkpoint_fingerprint(self) -> str:
+        return self.manifest.checkpoint_fingerprint
+
+    def dataset(self) -> ds.Dataset:
+        """The embeddings as a ``pyarrow.dataset.Dataset`` (for custom scans)."""
+        return self._dataset
+
+    def __len__(self) -> int:
+        return self._dataset.count_rows()
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingStore({self.uri!r}, k={self.num_embeddings}, d={self.hidden_size}, "
+            f"checkpoint={self.checkpoint_fingerprint[:12]}, files={len(self.embedding_files)})"
+        )
+
+    # -- compatibility ----------------------------------------------------------------------
+    def check_compatible(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+        """Raise :class:`StoreError` unless the store's soft prompts belong with ``checkpoint``.
+
+        ``checkpoint`` is a checkpoint directory (its fingerprint must equal the manifest's:
+        the exact compressor that produced the store) or a checkpoint config mapping as
+        ``commer_core.checkpoint.read_config`` returns it (then k, d and the base model's
+        weights are compared, since a config alone carries no fingerprint).
+        """
+        if isinstance(checkpoint, Mapping):
+            config = checkpoint
+            actual_fp = None
+        else:
+            from commer_core.checkpoint import CheckpointError, fingerprint, read_config
+
+            try:
+                config = read_config(checkpoint)
+            except (CheckpointError, OSError) as exc:
+                raise StoreError(f"cannot check {self.uri} against {checkpoint}: {exc}") from exc
+            actual_fp = fingerprint(checkpoint)
+        try:
+            k = int(config["compressor"]["num_embeddings"])
+            d = config["compressor"].get("hidden_size")
+            base_sha = config.get("base_model", {}).get("weights_sha256")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"not a checkpoint config: missing {exc}") from exc
+        problems = []
+        if actual_fp is not None and actual_fp != self.checkpoint_fingerprint:
+            problems.append(
+                f"checkpoint fingerprint {actual_fp[:12]}... != store's {self.checkpoint_fingerprint[:12]}..."
+            )
+        if k != self.num_embeddings:
+            problems.append(f"k={k} != store's k={self.num_embeddings}")
+        if d is not None and int(d) != self.hidden_size:
+            problems.append(f"d={d} != store's d={self.hidden_size}")
+        if base_sha and self.manifest.base_model_sha256 and base_sha != self.manifest.base_model_sha256:
+            problems.append("the base model weights differ from the store's")
+        if problems:
+            raise StoreError(f"store {self.uri} does not match the checkpoint: " + "; ".join(problems))
+
+    # -- lookups ---------------------------------------------------------------------------
+    def get(self, user_ids: Iterable[str]) -> dict[str, tuple[np.ndarray, int]]:
+        """``{user_id: (float32[k, d] soft prompt, n_docs)}`` for the ids present in the store.
+
+        Ids absent from the store are absent from the result. Only the row groups whose
+        ``user_id`` range can hold a requested id are read.
+        """
+        wanted = sorted({u for u in user_ids})
+        bad = [u for u in wanted if not isinstance(u, str)]
+        if bad:
+            raise TypeError(f"user ids must be str, got {type(bad[0]).__name__}")
+        if not wanted:
+            return {}
+        table = self._dataset.to_table(
+            columns=["user_id", "embedding", "n_docs"], filter=pc.field("user_id").isin(wanted)
+        )
+        return self._rows_to_dict(table)
+
+    def _rows_to_dict(self, table: pa.Table) -> dict[str, tuple[np.ndarray, int]]:
+        users = table.column("user_id").to_pylist()
+        if len(set(users)) != len(users):
+            raise StoreError(f"{self.uri}: a user appears in more than one row")
+        k, d = self.num_embeddings, self.hidden_size
+        flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        emb = np.asarray(flat, dtype=np.float32).reshape(len(users), k, d)
+        n_docs = table.column("n_docs").to_pylist()
+        return {u: (emb[i].copy(), int(n_docs[i])) for i, u in enumerate(users)}
+
+    def users(self) -> list[str]:
+        """Every user id in the store, sorted (reads the ``user_id`` column only)."""
+        return sorted(self._dataset.to_table(columns=["user_id"]).column("user_id").to_pylist())
+
+    def head(self, n: int = 5) -> pa.Table:
+        """The first ``n`` rows of the store (in file order)."""
+        return self._dataset.head(n)
+
+    def dead_letters(self) -> pa.Table:
+        """Every dead-lettered row (empty table when there were none)."""
+        from schemas import DEAD_LETTER_SCHEMA
+
+        if not self.dead_letter_files:
+            return DEAD_LETTER_SCHEMA.empty_table()
+        return ds.dataset(self.dead_letter_files, format="parquet", filesystem=self._fs).to_table()
+

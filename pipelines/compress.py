@@ -1,0 +1,630 @@
+"""The nightly job: Parquet user corpora -> one merged ComMer soft prompt per user.
+
+Graph (every step labelled)::
+
+    ReadCorpus            ReadAllFromParquet(with_filename) over the input pattern
+    Validate              schemas.check_row + duplicate (user_id, doc_id) resolution
+    Tokenize              the compressor's tokenizer, truncated at max_doc_tokens
+    Compress              SortAndBatchByTokens + RunInference(CompressorModelHandler)
+    KeyByUser             ((user_id, doc_id), k x d) -> (user_id, k x d)
+    MeanPoolPerUser       CombinePerKey(MeanPoolCombineFn): float64 (sum, count)
+    GroupUsersByRange     user-id quantile ranges (so row groups hold nearby ids, for lookups)
+    ToStoreTables         sorted pa.Tables in schemas.store_schema(k, d), one per row group
+    WriteEmbeddings       Parquet (zstd, one row group per table) into the staging area
+    FlattenDeadLetters -> CountDeadLetters -> WriteDeadLetters
+
+then, on the launcher, counts are checked (rows read = documents + dead letters) and
+:mod:`pipelines.commit` moves the shards into place and writes ``_MANIFEST.json`` last.
+
+Entry points: :func:`run` (argv in the Beam-example style, with ``test_pipeline``),
+:func:`run_job` (already-parsed :class:`CompressParams`), :func:`build` (the graph
+alone, for tests that use ``assert_that``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadAllFromParquet, WriteToParquet
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
+from apache_beam.runners.runner import PipelineState
+
+from pipelines.combine import MeanPoolCombineFn, user_key
+from pipelines.commit import (
+    PARQUET_CODEC,
+    CommitError,
+    StagingArea,
+    WriteParquetTables,
+    abandon,
+    commit,
+    new_staging_area,
+    staged_counts,
+)
+from pipelines.model_handler import (
+    CompressDocuments,
+    CompressorModelHandler,
+    TokenizeDocs,
+    materialize_checkpoint,
+    quiet_transformers,
+)
+from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, ValidateRows
+from schemas import DEAD_LETTER_SCHEMA, TIMESTAMP_TYPE, StoreManifest, store_schema, validate_corpus_schema
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = "./commer-output"
+DIRECT_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "direct")
+
+
+class CompressError(RuntimeError):
+    """The job cannot start or did not commit; the message says why (no traceback needed)."""
+
+
+# -- parameters ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CompressParams:
+    """What the job is asked to do (Beam's own options travel separately).
+
+    ``input``/``checkpoint`` None select the embedded default: the generated sample corpus
+    and the bundled checkpoint. ``max_doc_tokens`` None means the checkpoint's value.
+    """
+
+    input: str | None = None
+    output: str = DEFAULT_OUTPUT
+    checkpoint: str | None = None
+    base_model: str | None = None
+    user_column: str = "user_id"
+    doc_id_column: str = "doc_id"
+    text_column: str = "text"
+    max_doc_tokens: int | None = None
+    batch_tokens: int = 4096
+    max_batch_size: int = 64
+    device: str = "auto"
+    share_model: bool = False
+    progress_every: int = 32
+    store_ranges: int = 256
+    rows_per_row_group: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise ValueError("--output must not be empty")
+        for name in ("batch_tokens", "max_batch_size", "store_ranges", "rows_per_row_group"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_doc_tokens is not None and self.max_doc_tokens < 1:
+            raise ValueError(f"--max-doc-tokens must be >= 1 (got {self.max_doc_tokens})")
+        if self.progress_every < 0:
+            raise ValueError("progress_every must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda (got {self.device!r})")
+        columns = (self.user_column, self.doc_id_column, self.text_column)
+        if len(set(columns)) != 3 or not all(columns):
+            raise ValueError(f"user, doc-id and text columns must be three distinct names (got {columns})")
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The job's own flags; everything else is a Beam pipeline option."""
+    p = argparse.ArgumentParser(prog="pipelines.compress", description=__doc__.splitlines()[0])
+    d = CompressParams()
+    p.add_argument("--input", default=None, help="Parquet file pattern or directory (default: generated sample corpus)")
+    p.add_argument("--output", default=d.output, help="store directory (local, gs://, s3://)")
+    p.add_argument("--checkpoint", default=None, help="compressor checkpoint directory (default: bundled)")
+    p.add_argument("--base-model", dest="base_model", default=None, help="backbone (default: the checkpoint's)")
+    p.add_argument("--user-column", dest="user_column", default=d.user_column)
+    p.add_argument("--doc-id-column", dest="doc_id_column", default=d.doc_id_column)
+    p.add_argument("--text-column", dest="text_column", default=d.text_column)
+    p.add_argument("--max-doc-tokens", dest="max_doc_tokens", type=int, default=None)
+    p.add_argument("--batch-tokens", dest="batch_tokens", type=int, default=d.batch_tokens)
+    p.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=d.max_batch_size)
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--share-model", dest="share_model", action="store_true")
+    p.add_argument("--progress-every", dest="progress_every", type=int, default=d.progress_every)
+    p.add_argument("--store-ranges", dest="store_ranges", type=int, default=d.store_ranges)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[CompressParams, list[str]]:
+    """``(params, beam_args)`` from a command line; unknown flags are Beam's."""
+    known, beam_args = argument_parser().parse_known_args(argv)
+    return CompressParams(**vars(known)), beam_args
+
+
+# -- launch-time checks ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything the graph needs, resolved and checked before the pipeline starts."""
+
+    params: CompressParams
+    input_pattern: str
+    input_files: tuple[str, ...]
+    output: str
+    checkpoint: str
+    checkpoint_fingerprint: str
+    checkpoint_trained: bool
+    base_model: str
+    base_model_sha256: str | None
+    num_embeddings: int
+    hidden_size: int
+    max_doc_tokens: int
+    runner: str
+    processes_per_worker: int | None
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def resolve_input(pattern: str | None) -> str:
+    if pattern is None:
+        from pipelines.sample_corpus import sample_corpus_path
+
+        return str(sample_corpus_path())
+    if _is_local(pattern):
+        path = os.path.abspath(os.path.expanduser(pattern))
+        return os.path.join(path, "*.parquet") if os.path.isdir(path) else path
+    return pattern
+
+
+def match_input(pattern: str) -> list[str]:
+    try:
+        metadata = FileSystems.match([pattern])[0].metadata_list
+    except Exception as exc:  # BeamIOError when the pattern matches nothing on some filesystems
+        raise CompressError(f"--input {pattern}: cannot list files ({exc})") from exc
+    files = sorted(m.path for m in metadata if m.size_in_bytes > 0 or not m.path.endswith("/"))
+    if not files:
+        raise CompressError(f"--input {pattern}: no file matches")
+    return files
+
+
+def check_first_file(path: str, params: CompressParams) -> None:
+    """Schema of the first input file, checked before any worker starts."""
+    import pyarrow.parquet as pq
+
+    from schemas import SchemaError
+
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            schema = pq.ParquetFile(fh).schema_arrow
+    except Exception as exc:
+        raise CompressError(f"--input file {path} is not a readable Parquet file: {exc}") from exc
+    try:
+        validate_corpus_schema(
+            schema,
+            source=path,
+            user_column=params.user_column,
+            doc_id_column=params.doc_id_column,
+            text_column=params.text_column,
+        )
+    except SchemaError as exc:
+        raise CompressError(
+            f"{exc}. Expected columns {params.user_column!r}, {params.doc_id_column!r}, {params.text_column!r} "
+            "(rename them with --user-column / --doc-id-column / --text-column)"
+        ) from exc
+
+
+def runner_name(options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> str:
+    runner = options.view_as(StandardOptions).runner
+    if runner is None and pipeline is not None and getattr(pipeline, "runner", None) is not None:
+        runner = type(pipeline.runner).__name__
+    name = "DirectRunner" if runner is None else runner if isinstance(runner, str) else type(runner).__name__
+    return "DirectRunner" if name in DIRECT_RUNNERS else name
+
+
+def processes_per_worker(options: PipelineOptions, runner: str) -> int | None:
+    """How many SDK processes share a worker's cores (None: one per core, as Dataflow does)."""
+    if runner in DIRECT_RUNNERS:
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode == "multi_processing":
+            return direct.direct_num_workers or os.cpu_count() or 1
+        return 1
+    if runner.startswith("Dataflow"):
+        experiments = options.view_as(DebugOptions).experiments or []
+        return 1 if "no_use_multiple_sdk_containers" in experiments else None
+    parallelism = options.view_as(PortableOptions).sdk_worker_parallelism
+    return int(parallelism) if parallelism else None
+
+
+def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> JobPlan:
+    """Resolve defaults and fail fast on bad input, checkpoint or base model."""
+    from commer_core.backbone import BackboneError, resolve_model_folder, weights_sha256
+    from commer_core.checkpoint import CheckpointError, fingerprint, read_config
+    from commer_core.defaults import default_checkpoint_path
+
+    pattern = resolve_input(params.input)
+    files = match_input(pattern)
+    check_first_file(files[0], params)
+
+    checkpoint = params.checkpoint or str(default_checkpoint_path())
+    try:
+        local_ckpt = materialize_checkpoint(checkpoint)
+        if not local_ckpt.is_dir():
+            raise CheckpointError(f"--checkpoint {checkpoint} is not a directory")
+        config = read_config(local_ckpt)  # verifies every file's checksum
+        fp = fingerprint(local_ckpt)
+    except (CheckpointError, OSError, ValueError) as exc:
+        raise CompressError(f"checkpoint {checkpoint} is not usable: {exc}") from exc
+    compressor_cfg = config["compressor"]
+    base = config["base_model"]
+    base_model = params.base_model or base["name"]
+    if params.base_model and params.base_model != base["name"]:
+        try:
+            sha = weights_sha256(resolve_model_folder(params.base_model))
+        except BackboneError as exc:
+            raise CompressError(str(exc)) from exc
+        if sha != base["weights_sha256"]:
+            raise CompressError(
+                f"--base-model {params.base_model} has different weights from the checkpoint's base model "
+                f"{base['name']!r} (sha256 {sha[:12]}... vs {base['weights_sha256'][:12]}...)"
+            )
+    runner = runner_name(options, pipeline)
+    output = params.output
+    if _is_local(output):
+        output = os.path.abspath(os.path.expanduser(output[len("file://"):] if output.startswith("file://") else output))
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise CompressError(f"--output {output} exists and is not a directory")
+    return JobPlan(
+        params=params,
+        input_pattern=pattern,
+        input_files=tuple(files),
+        output=output,
+        checkpoint=checkpoint if not _is_local(checkpoint) else str(local_ckpt.resolve()),
+        checkpoint_fingerprint=fp,
+        checkpoint_trained=bool(config.get("trained")),
+        base_model=base_model,
+        base_model_sha256=base.get("weights_sha256"),
+        num_embeddings=int(compressor_cfg["num_embeddings"]),
+        hidden_size=int(compressor_cfg["hidden_size"]),
+        max_doc_tokens=params.max_doc_tokens or int(compressor_cfg["max_doc_tokens"]),
+        runner=runner,
+        processes_per_worker=processes_per_worker(options, runner),
+    )
+
+
+# -- DoFns ----------------------------------------------------------------------------------
+_PROGRESS_LOCK = threading.Lock()
+_PROGRESS: dict[str, Any] = {"count": 0, "start": None}
+
+
+class KeyByUser(beam.DoFn):
+    """``((user_id, doc_id), k x d)`` -> ``(user_id, k x d)``; counts and logs progress per process."""
+
+    def __init__(self, progress_every: int = 0):
+        self._progress_every = progress_every
+        self._compressed = Metrics.counter(METRICS_NAMESPACE, "compressed")
+
+    def setup(self) -> None:
+        with _PROGRESS_LOCK:
+            if _PROGRESS["start"] is None:
+                _PROGRESS["start"] = time.monotonic()
+
+    def process(self, element: tuple[tuple[str, str], np.ndarray]):
+        (user_id, _doc_id), compression = element
+        self._compressed.inc()
+        if self._progress_every:
+            with _PROGRESS_LOCK:
+                _PROGRESS["count"] += 1
+                count, start = _PROGRESS["count"], _PROGRESS["start"]
+            if count % self._progress_every == 0:
+                rate = count / max(time.monotonic() - start, 1e-9)
+                print(
+                    f"commer: {count} documents compressed in this worker ({rate:.1f} docs/s, pid {os.getpid()})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        yield user_key(user_id), compression
+
+
+def assign_range(element: tuple[str, Any], bounds: Sequence[str]) -> tuple[int, tuple[str, Any]]:
+    """Key a user row by the quantile range its id falls in."""
+    inner = list(bounds[1:-1]) if len(bounds) > 2 else []
+    return bisect.bisect_right(inner, element[0]), element
+
+
+class ToStoreTables(beam.DoFn):
+    """One user-id range ``(range, [(user_id, (mean, n_docs)), ...])`` -> sorted ``pa.Table`` chunks.
+
+    Each table becomes one Parquet row group covering a contiguous, sorted run of user ids,
+    so its ``user_id`` min/max statistics are narrow and readers skip it unless it can hold
+    the ids they look for.
+    """
+
+    def __init__(
+        self, num_embeddings: int, hidden_size: int, fingerprint: str, computed_at: datetime, rows_per_table: int
+    ):
+        self._k, self._d = num_embeddings, hidden_size
+        self._fingerprint = fingerprint
+        self._computed_at = computed_at
+        self._rows_per_table = rows_per_table
+        self._users_written = Metrics.counter(METRICS_NAMESPACE, "users_written")
+
+    def process(self, element: tuple[int, Iterable[tuple[str, tuple[np.ndarray, int]]]]):
+        _, rows = element
+        rows = sorted(rows, key=lambda r: r[0])
+        for start in range(0, len(rows), self._rows_per_table):
+            yield self.to_table(rows[start : start + self._rows_per_table])
+
+    def to_table(self, rows: Sequence[tuple[str, tuple[np.ndarray, int]]]) -> pa.Table:
+        schema = store_schema(self._k, self._d)
+        n = len(rows)
+        flat = np.stack([np.asarray(mean, dtype=np.float32).reshape(-1) for _, (mean, _) in rows]).reshape(-1)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), type=schema.field("embedding").type)
+        table = pa.Table.from_arrays(
+            [
+                pa.array([user for user, _ in rows], pa.string()),
+                embedding,
+                pa.array([self._k] * n, pa.int32()),
+                pa.array([self._d] * n, pa.int32()),
+                pa.array([int(count) for _, (_, count) in rows], pa.int64()),
+                pa.array([self._fingerprint] * n, pa.string()),
+                pa.array([self._computed_at] * n, TIMESTAMP_TYPE),
+            ],
+            schema=schema,
+        )
+        self._users_written.inc(n)
+        return table
+
+
+class GroupUsersByRange(beam.PTransform):
+    """``(user_id, value)`` -> ``(range, [(user_id, value), ...])``, ranges cut at user-id quantiles.
+
+    ``ranges`` bounds the memory one group needs (about users / ranges rows).
+    """
+
+    def __init__(self, ranges: int):
+        super().__init__()
+        self._ranges = ranges
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        bounds = (
+            rows
+            | "UserIds" >> beam.Keys()
+            | "UserIdQuantiles" >> beam.ApproximateQuantiles.Globally(self._ranges + 1)
+        )
+        return (
+            rows
+            | "AssignUserRange" >> beam.Map(assign_range, bounds=beam.pvalue.AsSingleton(bounds)).with_output_types(
+                tuple[int, Any]
+            )
+            | "GroupByUserRange" >> beam.GroupByKey()
+        )
+
+
+class CountDeadLetters(beam.DoFn):
+    def __init__(self) -> None:
+        self._dead = Metrics.counter(METRICS_NAMESPACE, "dead_lettered")
+
+    def process(self, row: dict[str, Any]):
+        self._dead.inc()
+        yield row
+
+
+# -- the graph ------------------------------------------------------------------------------
+def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed_at: datetime) -> dict[str, Any]:
+    """Add the job's steps to ``pipeline``; returns the main PCollections by name."""
+    p = plan.params
+    k, d = plan.num_embeddings, plan.hidden_size
+    handler = CompressorModelHandler(
+        plan.checkpoint,
+        num_embeddings=k,
+        fingerprint=plan.checkpoint_fingerprint,
+        base_model=plan.base_model,
+        device=p.device,
+        batch_tokens=p.batch_tokens,
+        max_batch_size=p.max_batch_size,
+        processes_per_worker=plan.processes_per_worker,
+        large_model=p.share_model,
+    )
+    rows = (
+        pipeline
+        | "InputPattern" >> beam.Create([plan.input_pattern])
+        | "ReadCorpus" >> ReadAllFromParquet(
+            columns=[p.user_column, p.doc_id_column, p.text_column], with_filename=True
+        )
+    )
+    validated = rows | "Validate" >> ValidateRows(p.user_column, p.doc_id_column, p.text_column)
+    tokenized = validated["docs"] | "Tokenize" >> beam.ParDo(
+        TokenizeDocs(plan.base_model, plan.max_doc_tokens)
+    ).with_outputs(DEAD_LETTER_TAG, main="tokens")
+    compressed = tokenized.tokens | "Compress" >> CompressDocuments(handler)
+    per_doc = compressed | "KeyByUser" >> beam.ParDo(KeyByUser(p.progress_every))
+    per_user = per_doc | "MeanPoolPerUser" >> beam.CombinePerKey(MeanPoolCombineFn(k, d))
+    tables = (
+        per_user
+        | "GroupUsersByRange" >> GroupUsersByRange(p.store_ranges)
+        | "ToStoreTables" >> beam.ParDo(
+            ToStoreTables(k, d, plan.checkpoint_fingerprint, computed_at, p.rows_per_row_group)
+        )
+    )
+    _ = tables | "WriteEmbeddings" >> WriteParquetTables(staging.embeddings_prefix, store_schema(k, d))
+    dead_letters = (
+        (validated[DEAD_LETTER_TAG], tokenized[DEAD_LETTER_TAG])
+        | "FlattenDeadLetters" >> beam.Flatten()
+        | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
+    )
+    _ = dead_letters | "WriteDeadLetters" >> WriteToParquet(
+        staging.dead_letter_prefix,
+        schema=DEAD_LETTER_SCHEMA,
+        codec=PARQUET_CODEC,
+        file_name_suffix=".parquet",
+    )
+    return {"per_document": per_doc, "per_user": per_user, "dead_letters": dead_letters, "tables": tables}
+
+
+# -- running and committing -------------------------------------------------------------------
+@dataclass
+class CompressResult:
+    """What a committed run produced."""
+
+    output: str
+    manifest: StoreManifest
+    counts: dict[str, int]
+    pipeline_seconds: float
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.counts.get("documents", 0) / max(self.pipeline_seconds, 1e-9)
+
+
+def metric_counts(result: Any) -> dict[str, int] | None:
+    """The job's ``commer`` counters (committed values when the runner has them), or None."""
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    except Exception as exc:  # some runners do not report metrics to the launcher
+        log.warning("metrics unavailable from the runner: %s", exc)
+        return None
+    counts: dict[str, int] = {}
+    for item in query.get("counters", []):
+        value = _metric_value(item)
+        if value is not None:
+            counts[item.key.metric.name] = counts.get(item.key.metric.name, 0) + int(value)
+    for item in query.get("distributions", []):
+        value = _metric_value(item)
+        if value is not None and item.key.metric.name == "doc_tokens":
+            counts["doc_tokens_total"] = counts.get("doc_tokens_total", 0) + int(value.sum)
+            counts["doc_tokens_max"] = max(counts.get("doc_tokens_max", 0), int(value.max or 0))
+    return counts
+
+
+def _metric_value(item: Any) -> Any:
+    try:
+        value = item.committed
+    except Exception:
+        value = None
+    return value if value is not None else item.attempted
+
+
+def _echo_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_job(
+    params: CompressParams,
+    beam_args: Sequence[str] = (),
+    *,
+    test_pipeline: beam.Pipeline | None = None,
+    echo: Callable[[str], None] = _echo_stderr,
+) -> CompressResult:
+    """Check, run, verify and commit; raises :class:`CompressError` (or CommitError) on failure."""
+    quiet_transformers()
+    options = test_pipeline.options if test_pipeline is not None else PipelineOptions(list(beam_args))
+    plan = prepare(params, options, test_pipeline)
+    echo(
+        f"commer: input {plan.input_pattern} ({len(plan.input_files)} file(s)); "
+        f"checkpoint {plan.checkpoint_fingerprint[:12]} (k={plan.num_embeddings}, d={plan.hidden_size}, "
+        f"base {plan.base_model}); runner {plan.runner}"
+    )
+    if not plan.checkpoint_trained:
+        echo("commer: note: this checkpoint is UNTRAINED (a placeholder); its soft prompts are not meaningful yet")
+    staging = new_staging_area(plan.output)
+    started = datetime.now(timezone.utc)
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build(pipeline, plan, staging, started)
+    t0 = time.monotonic()
+    try:
+        result = pipeline.run()
+        state = result.wait_until_finish()
+        if state not in (PipelineState.DONE, None):
+            raise CompressError(f"pipeline ended in state {state}")
+    except CompressError:
+        abandon(staging)
+        raise
+    except Exception as exc:
+        abandon(staging)
+        raise CompressError(f"pipeline failed: {summarize_exception(exc)}") from exc
+    seconds = time.monotonic() - t0
+    finished = datetime.now(timezone.utc)
+    try:
+        counts = staged_counts(staging)
+        metrics = metric_counts(result) or {}
+        counts.update(
+            {
+                name: metrics[name]
+                for name in ("rows_read", "compressed", "dead_lettered", "truncated", "users_written",
+                             "doc_tokens_total", "doc_tokens_max")
+                if name in metrics
+            }
+        )
+        if "rows_read" in counts and counts["rows_read"] != counts["documents"] + counts["dead_letters"]:
+            raise CommitError(
+                f"counts do not add up: rows read {counts['rows_read']} != documents {counts['documents']} "
+                f"+ dead letters {counts['dead_letters']}"
+            )
+        if counts["users"] == 0:
+            echo("commer: warning: no valid document: the store has no user (see the dead letters)")
+        manifest = StoreManifest(
+            checkpoint_fingerprint=plan.checkpoint_fingerprint,
+            base_model=plan.base_model,
+            base_model_sha256=plan.base_model_sha256,
+            num_embeddings=plan.num_embeddings,
+            hidden_size=plan.hidden_size,
+            counts=counts,
+            input_pattern=plan.input_pattern,
+            runner=plan.runner,
+            started_at=started,
+            finished_at=finished,
+            package_version=package_version(),
+        )
+        files = commit(staging, manifest)
+    except Exception:
+        abandon(staging)
+        raise
+    return CompressResult(plan.output, manifest, counts, seconds, files)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("commer-pipeline")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def summarize_exception(exc: BaseException) -> str:
+    """One line for a user: the innermost ``SomeError: message`` line of a (worker) failure."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head and ":" in line:
+            return line[:500]
+    return f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"
+
+
+def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> CompressResult:
+    """Parse ``argv`` (job flags + Beam options) and run the job."""
+    params, beam_args = parse_args(argv)
+    return run_job(params, beam_args, test_pipeline=test_pipeline)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    summary = run()
+    _echo_stderr(
+        f"commer: committed {summary.output}: {summary.counts['users']} users, "
+        f"{summary.counts['documents']} documents, {summary.counts['dead_letters']} dead letters"
+    )

@@ -1,0 +1,247 @@
+"""The whole compress job on small corpora (tiny-random checkpoint), in-process and multi-process.
+
+Truth is commer_core: every user's stored embedding must equal the mean of commer_core's
+compressions of that user's valid documents. Rows are conserved: rows read = documents
+compressed + dead letters, with planted bad rows landing in the dead letters.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from commer_core.merge import MeanPool
+from commer_core.store import MANIFEST_NAME, open_store
+
+MAX_DOC_TOKENS = 16
+LONG = "The committee met again on Tuesday to discuss the harbour project, the budget and the timetable in detail."
+TEXTS = {
+    "alice": ["I baked bread this morning.", "Sourdough needs a lively starter.", LONG],
+    "bob": ["Saturn's rings were visible tonight.", "Jupiter rose after midnight."],
+    "carol": ["The striker scored twice.", "ok"],
+    "dave": [LONG + " And then they adjourned until next week, tired but hopeful."],
+}
+PLANTED = [
+    ({"user_id": "", "doc_id": "x1", "text": "empty user id"}, "user_id is null or empty"),
+    ({"user_id": None, "doc_id": "x2", "text": "null user id"}, "user_id is null or empty"),
+    ({"user_id": "bob", "doc_id": "x3", "text": "  \t "}, "text is empty or whitespace"),
+    ({"user_id": "bob", "doc_id": "x4", "text": None}, "text is null"),
+    ({"user_id": "alice", "doc_id": "alice-0", "text": "I baked bread this morning."}, "duplicate"),
+    ({"user_id": "carol", "doc_id": "c-clash", "text": "version A"}, "conflicting"),
+    ({"user_id": "carol", "doc_id": "c-clash", "text": "version B"}, "conflicting"),
+]
+
+
+def corpus_rows() -> list[dict]:
+    rows = [
+        {"user_id": user, "doc_id": f"{user}-{i}", "text": text}
+        for user, texts in TEXTS.items()
+        for i, text in enumerate(texts)
+    ]
+    return rows + [row for row, _ in PLANTED]
+
+
+def write_corpus(directory, rows, n_files: int = 2) -> str:
+    os.makedirs(directory, exist_ok=True)
+    schema = pa.schema([("user_id", pa.string()), ("doc_id", pa.string()), ("text", pa.string())])
+    for i in range(n_files):
+        pq.write_table(pa.Table.from_pylist(rows[i::n_files], schema=schema), os.path.join(directory, f"part-{i}.parquet"))
+    return os.path.join(directory, "*.parquet")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from commer_core.backbone import load_backbone
+    from commer_core.checkpoint import save_checkpoint
+    from tests.helpers import make_compressor
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(make_compressor(load_backbone("tiny-random")), path, trained=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def core_reference(tiny_checkpoint):
+    """commer_core alone: ({user: (mean k x d, n_docs)}, number of truncated documents)."""
+    from commer_core.checkpoint import load_checkpoint
+    from commer_core.compressor import tokenize_documents
+
+    compressor = load_checkpoint(tiny_checkpoint)
+    means, truncated = {}, 0
+    for user, texts in TEXTS.items():
+        docs = tokenize_documents(compressor.tokenizer, texts, MAX_DOC_TOKENS)
+        truncated += sum(d.truncated for d in docs)
+        pool = MeanPool.empty(compressor.num_embeddings, compressor.hidden_size)
+        for x in compressor.compress_tokenized([d.ids for d in docs]).numpy():
+            pool.add(x)
+        means[user] = (pool.mean(), pool.count)
+    return means, truncated
+
+
+@pytest.fixture(scope="module")
+def expected_means(core_reference):
+    return core_reference[0]
+
+
+def job_args(corpus: str, output, checkpoint, *extra: str) -> list[str]:
+    return [
+        "--input", corpus, "--output", str(output), "--checkpoint", str(checkpoint),
+        "--max-doc-tokens", str(MAX_DOC_TOKENS), "--batch-tokens", "96", "--progress-every", "0", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def in_process_run(tmp_path_factory, tiny_checkpoint):
+    from pipelines.compress import run
+
+    root = tmp_path_factory.mktemp("job")
+    corpus = write_corpus(root / "corpus", corpus_rows())
+    result = run(job_args(corpus, root / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    return corpus, result
+
+
+def test_run_commits_a_store_equal_to_commer_core_means(in_process_run, expected_means, tiny_checkpoint):
+    _, result = in_process_run
+    store = open_store(result.output)
+    store.check_compatible(tiny_checkpoint)
+    got = store.get(list(TEXTS))
+    assert set(got) == set(TEXTS) == set(store.users())
+    for user, (mean, n_docs) in expected_means.items():
+        assert got[user][1] == n_docs
+        np.testing.assert_allclose(got[user][0], mean, atol=1e-5, err_msg=user)
+
+
+def test_rows_are_conserved_and_bad_rows_dead_lettered_with_reasons(in_process_run, core_reference):
+    _, result = in_process_run
+    counts = result.counts
+    n_valid = sum(len(t) for t in TEXTS.values())
+    assert counts["rows_read"] == len(corpus_rows())
+    assert counts["documents"] == counts["compressed"] == n_valid
+    assert counts["dead_letters"] == counts["dead_lettered"] == len(PLANTED)
+    assert counts["rows_read"] == counts["documents"] + counts["dead_letters"]
+    assert counts["users"] == counts["users_written"] == len(TEXTS)
+    assert counts["truncated"] == core_reference[1] > 0
+    dead = open_store(result.output).dead_letters().to_pylist()
+    assert len(dead) == len(PLANTED)
+    for row, reason in PLANTED:
+        matches = [d for d in dead if d["doc_id"] == row["doc_id"] and reason in d["reason"]]
+        assert matches, (row, reason)
+        assert all(d["stage"] == "validate" and d["source"].endswith(".parquet") for d in matches)
+
+
+def test_store_layout_manifest_and_readers(in_process_run, tiny_checkpoint):
+    import datasets
+
+    from commer_core.checkpoint import fingerprint
+
+    corpus, result = in_process_run
+    out = result.output
+    names = sorted(os.listdir(out))
+    assert MANIFEST_NAME in names and not [n for n in names if n.startswith("_staging")]
+    assert glob.glob(os.path.join(out, "embeddings-*.parquet")) and glob.glob(os.path.join(out, "dead_letter-*.parquet"))
+    m = result.manifest
+    assert (m.checkpoint_fingerprint, m.base_model, m.num_embeddings, m.hidden_size) == (
+        fingerprint(tiny_checkpoint), "tiny-random", 4, 64)
+    assert m.input_pattern == corpus and m.runner and m.finished_at >= m.started_at and m.package_version
+
+    table = pq.read_table(glob.glob(os.path.join(out, "embeddings-*.parquet")))
+    assert table.num_rows == len(TEXTS) and pa.types.is_fixed_size_list(table.schema.field("embedding").type)
+    assert pq.ParquetFile(glob.glob(os.path.join(out, "embeddings-*.parquet"))[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ds = datasets.load_dataset(
+        "parquet", data_files=os.path.join(out, "embeddings-*.parquet"), split="train",
+        cache_dir=os.path.join(os.path.dirname(out), "hf-cache"),
+    )
+    assert sorted(ds["user_id"]) == sorted(TEXTS)
+    assert len(ds[0]["embedding"]) == 4 * 64
+
+
+def test_graph_is_labelled_and_per_user_means_assert_that(tmp_path, tiny_checkpoint, expected_means):
+    from pipelines.commit import new_staging_area
+    from pipelines.compress import build, parse_args, prepare
+
+    corpus = write_corpus(tmp_path / "corpus", corpus_rows(), n_files=1)
+    params, beam_args = parse_args(job_args(corpus, tmp_path / "store", tiny_checkpoint))
+    plan = prepare(params, PipelineOptions(beam_args))
+    staging = new_staging_area(plan.output)
+    expected = [(user, value) for user, value in expected_means.items()]
+    with BeamTestPipeline() as p:
+        outputs = build(p, plan, staging, computed_at=datetime.now(timezone.utc))
+        assert_that(
+            outputs["per_user"],
+            equal_to(expected, equals_fn=lambda e, a: e[0] == a[0] and e[1][1] == a[1][1]
+                     and np.allclose(e[1][0], a[1][0], atol=1e-5)),
+        )
+        labels = {t.full_label for t in p.transforms_stack[0].parts}
+    for step in ("ReadCorpus", "Validate", "Tokenize", "Compress", "KeyByUser", "MeanPoolPerUser",
+                 "GroupUsersByRange", "ToStoreTables", "WriteEmbeddings", "FlattenDeadLetters",
+                 "CountDeadLetters", "WriteDeadLetters"):
+        assert step in labels, step
+
+
+def test_a_failed_rerun_leaves_the_committed_store_untouched(tmp_path, tiny_checkpoint):
+    from pipelines.compress import CompressError, run
+
+    corpus = write_corpus(tmp_path / "corpus", corpus_rows()[:3], n_files=1)
+    first = run(job_args(corpus, tmp_path / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    before = sorted(os.listdir(first.output))
+    manifest = (tmp_path / "store" / MANIFEST_NAME).read_text()
+    # A second, corrupt file passes the first-file schema check, then fails the job when read.
+    (tmp_path / "corpus" / "zz-broken.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    with pytest.raises(CompressError, match="pipeline failed"):
+        run(job_args(corpus, tmp_path / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    assert sorted(os.listdir(first.output)) == before
+    assert (tmp_path / "store" / MANIFEST_NAME).read_text() == manifest
+
+
+def test_commit_replaces_old_shards_and_writes_the_manifest_last(tmp_path, monkeypatch):
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines import commit as commit_mod
+    from tests.test_store import _manifest
+
+    out = tmp_path / "store"
+    out.mkdir()
+    for i in range(3):
+        (out / f"embeddings-0000{i}-of-00003.parquet").write_bytes(b"old")
+    (out / MANIFEST_NAME).write_text("old manifest")
+    area = commit_mod.new_staging_area(str(out))
+    for name in ("embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"):
+        with open(os.path.join(area.root, name), "wb") as fh:
+            fh.write(b"new")
+
+    events = []
+    real_rename = FileSystems.rename
+    monkeypatch.setattr(FileSystems, "rename", staticmethod(
+        lambda src, dst: (events.append([os.path.basename(d) for d in dst]), real_rename(src, dst))[1]))
+    commit_mod.commit(area, _manifest())
+    assert events[-1] == [MANIFEST_NAME]  # the manifest appears last, after every shard
+    assert sorted(os.listdir(out)) == sorted(
+        [MANIFEST_NAME, "embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"])
+
+
+def test_multi_processing_runner_gives_identical_output(in_process_run, tmp_path, tiny_checkpoint):
+    from pipelines.compress import run
+
+    corpus, reference = in_process_run
+    result = run(job_args(corpus, tmp_path / "store", tiny_checkpoint,
+                          "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+    a, b = open_store(reference.output), open_store(result.output)
+    got_a, got_b = a.get(a.users()), b.get(b.users())
+    assert sorted(got_a) == sorted(got_b)
+    for user in got_a:
+        assert got_a[user][1] == got_b[user][1]
+        np.testing.assert_allclose(got_b[user][0], got_a[user][0], atol=1e-6, err_msg=user)
+    assert {k: v for k, v in result.counts.items() if not k.endswith("_files")} == {
+        k: v for k, v in reference.counts.items() if not k.endswith("_files")}
