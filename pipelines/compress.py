@@ -261,7 +261,7 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
     try:
         local_ckpt = materialize_checkpoint(checkpoint)
         if not local_ckpt.is_dir():
-            raise CheckpointError(f"--checkpoint {checkpoint} is not a directory")
+            raise CheckpointError("no such directory")
         config = read_config(local_ckpt)  # verifies every file's checksum
         fp = fingerprint(local_ckpt)
     except (CheckpointError, OSError, ValueError) as exc:
@@ -539,12 +539,15 @@ def run_job(
     )
     if not plan.checkpoint_trained:
         echo("commer: note: this checkpoint is UNTRAINED (a placeholder); its soft prompts are not meaningful yet")
+    try:
+        pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    except ValueError as exc:  # e.g. an unknown --runner
+        raise CompressError(f"cannot create the pipeline: {exc}") from exc
     staging = new_staging_area(plan.output)
     started = datetime.now(timezone.utc)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build(pipeline, plan, staging, started)
     t0 = time.monotonic()
     try:
+        build(pipeline, plan, staging, started)
         result = pipeline.run()
         state = result.wait_until_finish()
         if state not in (PipelineState.DONE, None):
