@@ -1,0 +1,261 @@
+"""`commer-pipeline bench`: compress throughput against a naive loop and the machine's peak.
+
+All figures of one report come from one run on the same documents, so ratios hold
+even when the machine's absolute speed drifts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from commer_core.perf import MIXES
+
+DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
+
+
+@click.command("bench")
+@click.option("--docs", "n_docs", default=64, show_default=True, type=click.IntRange(4, 1_000_000),
+              help="Documents per mix.")
+@click.option("--mix", "mixes", multiple=True, type=click.Choice(MIXES), default=MIXES, show_default=True,
+              help="Document length mix (repeatable): tweet 20-60 tokens, article 200-400, lognormal 20-500.")
+@click.option("--pipeline-mix", type=click.Choice(MIXES), default="tweet", show_default=True,
+              help="The mix the Beam pipeline runs on (in-process and 2 worker processes).")
+@click.option("--skip-pipeline", is_flag=True, help="Only the naive loop and commer_core.")
+@click.option("--batch-tokens", default=2048, show_default=True, type=click.IntRange(64))
+@click.option("--generation/--no-generation", default=True, show_default=True,
+              help="Also time batched generation at batch 1, 8, 32 (serving).")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Checkpoint to bench (default: the bundled one, on smollm2-135m).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures as JSON here.")
+@click.option("--write-docs/--no-write-docs", default=False, show_default=True,
+              help="Rewrite docs/PERFORMANCE.md's measured section and docs/performance.png.")
+def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, skip_pipeline: bool, batch_tokens: int,
+          generation: bool, checkpoint: str | None, json_path: Path | None, write_docs: bool) -> None:
+    """Measure docs/s, tokens/s, fraction of matmul peak, padding and peak RSS; print a table."""
+    import torch
+
+    from commer_core import perf
+    from commer_core.checkpoint import load_checkpoint
+    from commer_core.defaults import default_checkpoint_path
+    from pipelines.model_handler import quiet_transformers
+
+    quiet_transformers()
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    ckpt = checkpoint or str(default_checkpoint_path())
+    compressor = load_checkpoint(ckpt)
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    peak = perf.matmul_peak_gflops(torch.float32)
+    say(f"bench: matmul peak fp32 {peak:.1f} GFLOP/s ({threads} threads)")
+    report: dict[str, Any] = {"machine": _machine(), "threads": threads, "checkpoint": ckpt,
+                              "docs_per_mix": n_docs, "batch_tokens": batch_tokens,
+                              "matmul_peak_gflops": peak, "mixes": {}}
+    texts_by_mix: dict[str, list[str]] = {}
+    for mix in mixes:
+        ids = perf.make_documents(mix, n_docs, len(compressor.tokenizer), seed=1)
+        texts = [compressor.tokenizer.decode(x) for x in ids]
+        texts_by_mix[mix] = texts
+        docs = [d.ids for d in compressor.tokenize(texts)]
+        say(f"bench: {mix}: naive loop over {len(docs)} documents ...")
+        naive = perf.time_naive(compressor, docs)
+        say(f"bench: {mix}: commer_core batched ...")
+        core = perf.best_of(lambda: perf.time_compressor(compressor, docs, batch_tokens=batch_tokens), 2)
+        report["mixes"][mix] = {"naive": _row(naive, peak), "core": _row(core, peak),
+                                "core_vs_naive": core.docs_per_s / naive.docs_per_s}
+    first = report["mixes"][mixes[0]]
+    report.update(naive_docs_per_s=first["naive"]["docs_per_s"], core_docs_per_s=first["core"]["docs_per_s"],
+                  core_fraction_of_peak=min(m["core"]["fraction_of_peak"] for m in report["mixes"].values()),
+                  padding_fraction=report["mixes"].get("lognormal", first)["core"]["padding_fraction"])
+    report["bf16"] = _bf16(compressor, texts_by_mix[mixes[0]], batch_tokens, peak)
+    if not skip_pipeline:
+        texts = texts_by_mix.get(pipeline_mix) or texts_by_mix[mixes[0]]
+        report["pipeline"] = _pipeline(ckpt, compressor, texts, batch_tokens, say)
+        report.update(pipeline_docs_per_s=report["pipeline"]["in_process"]["docs_per_s"],
+                      pipeline_mp_docs_per_s=report["pipeline"]["multi_process"]["docs_per_s"])
+    if generation:
+        say("bench: generation at batch 1, 8, 32 ...")
+        report["generation"] = _generation(compressor)
+    report["peak_rss_mb"] = perf.peak_rss_mb()
+    table = markdown_tables(report)
+    click.echo(table)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+    if write_docs:
+        _write_docs(report, table)
+
+
+def _row(t: Any, peak: float) -> dict[str, float]:
+    return {"docs_per_s": t.docs_per_s, "tokens_per_s": t.tokens_per_s, "gflops": t.gflops,
+            "fraction_of_peak": t.gflops / peak, "padding_fraction": t.padding_fraction, "seconds": t.seconds}
+
+
+def _machine() -> str:
+    import platform
+
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def _bf16(compressor: Any, texts: list[str], batch_tokens: int, peak32: float) -> dict[str, Any]:
+    """bf16 speed and embedding difference, where the processor has native bf16."""
+    import torch
+
+    from commer_core import perf
+
+    peak16 = perf.matmul_peak_gflops(torch.bfloat16, n=512, repeats=2)
+    if not perf.bf16_supported():
+        return {"supported": False, "matmul_peak_gflops": peak16,
+                "note": "no AVX512-BF16/AMX on this CPU: bf16 is emulated "
+                        f"({peak16:.1f} GFLOP/s vs {peak32:.1f} fp32), so the compressor stays in fp32"}
+    docs = [d.ids for d in compressor.tokenize(texts)]
+    ref = compressor.compress_tokenized(docs, batch_tokens=batch_tokens)
+    t32 = perf.time_compressor(compressor, docs, batch_tokens=batch_tokens)
+    compressor.to(torch.bfloat16)
+    try:
+        t16 = perf.time_compressor(compressor, docs, batch_tokens=batch_tokens)
+        diff = (compressor.compress_tokenized(docs, batch_tokens=batch_tokens) - ref).abs()
+    finally:
+        compressor.to(torch.float32)
+    return {"supported": True, "matmul_peak_gflops": peak16, "speedup_vs_fp32": t16.docs_per_s / t32.docs_per_s,
+            "fraction_of_bf16_peak": t16.gflops / peak16, "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean())}
+
+
+def _pipeline(ckpt: str, compressor: Any, texts: list[str], batch_tokens: int, say: Any) -> dict[str, Any]:
+    """The full Beam job on the same documents (10 per user), in-process and with 2 worker processes.
+
+    Its time includes the per-worker model load, so the core reference is timed the
+    same way: load the checkpoint and compress the texts, tokenization included.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from commer_core.checkpoint import load_checkpoint
+    from pipelines.compress import CompressParams, run_job
+
+    rows = [{"user_id": f"u{i // 10:05d}", "doc_id": f"d{i}", "text": t} for i, t in enumerate(texts)]
+    out: dict[str, Any] = {"docs": len(rows)}
+    start = time.perf_counter()
+    reference = load_checkpoint(ckpt)
+    reference.compress_texts(texts, batch_tokens=batch_tokens)
+    core_seconds = time.perf_counter() - start
+    del reference
+    out["core_with_load"] = {"docs_per_s": len(rows) / core_seconds, "seconds": core_seconds}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), corpus)
+        runs = {"in_process": [], "multi_process": ["--direct_running_mode=multi_processing",
+                                                   "--direct_num_workers=2"]}
+        for name, beam_args in runs.items():
+            say(f"bench: pipeline {name} ...")
+            params = CompressParams(input=str(corpus), output=str(Path(tmp) / name), checkpoint=ckpt,
+                                    batch_tokens=batch_tokens, device="cpu", progress_every=0)
+            start = time.perf_counter()
+            result = run_job(params, beam_args, echo=lambda _m: None)
+            seconds = time.perf_counter() - start
+            out[name] = {"docs_per_s": result.counts["documents"] / seconds, "seconds": seconds,
+                         "vs_core": (result.counts["documents"] / seconds) / out["core_with_load"]["docs_per_s"]}
+    return out
+
+
+def _generation(compressor: Any, n_requests: int = 32, new_tokens: int = 16) -> dict[str, Any]:
+    """Requests/s and tokens/s of batched generation, half the rows personalized."""
+    from commer_core.generator import Generator
+
+    gen = Generator(compressor)
+    prompt = compressor.compress_texts(["I like hiking and tea."]).mean(0)
+    prefixes = [prompt if i % 2 else None for i in range(n_requests)]
+    inputs = [f"Write a short note number {i}:" for i in range(n_requests)]
+    out: dict[str, Any] = {"requests": n_requests, "max_new_tokens": new_tokens}
+    for batch in (1, 8, 32):
+        start = time.perf_counter()
+        tokens = 0
+        for s in range(0, n_requests, batch):
+            ids = gen.generate_ids(prefixes[s : s + batch], inputs[s : s + batch], max_new_tokens=new_tokens)
+            tokens += sum(len(x) for x in ids)
+        seconds = time.perf_counter() - start
+        out[f"batch_{batch}"] = {"requests_per_s": n_requests / seconds, "tokens_per_s": tokens / seconds}
+    return out
+
+
+def markdown_tables(r: dict[str, Any]) -> str:
+    """The report as markdown: per-mix compressor table, pipeline, bf16, generation."""
+    lines = [f"Machine: {r['machine']}; {r['threads']} threads; matmul peak fp32 "
+             f"{r['matmul_peak_gflops']:.1f} GFLOP/s (2048^3, same run). {r['docs_per_mix']} documents per mix, "
+             f"token budget {r['batch_tokens']} per batch.", "",
+             "| mix | method | docs/s | tokens/s | GFLOP/s | fraction of peak | padding | vs naive |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mix, m in r["mixes"].items():
+        for name in ("naive", "core"):
+            row = m[name]
+            ratio = m["core_vs_naive"] if name == "core" else 1.0
+            lines.append(f"| {mix} | {name} | {row['docs_per_s']:.2f} | {row['tokens_per_s']:.0f} | "
+                         f"{row['gflops']:.1f} | {row['fraction_of_peak']:.0%} | {row['padding_fraction']:.1%} | "
+                         f"{ratio:.2f}x |")
+    if "pipeline" in r:
+        p = r["pipeline"]
+        lines += ["", f"Pipeline on {p['docs']} documents (times include each worker's model load; the core "
+                      "reference includes its load too):", "",
+                  "| run | docs/s | seconds | vs core |", "|---|---|---|---|",
+                  f"| commer_core (load + compress) | {p['core_with_load']['docs_per_s']:.2f} | "
+                  f"{p['core_with_load']['seconds']:.1f} | 1.00 |"]
+        for name in ("in_process", "multi_process"):
+            lines.append(f"| pipeline {name.replace('_', '-')} | {p[name]['docs_per_s']:.2f} | "
+                         f"{p[name]['seconds']:.1f} | {p[name]['vs_core']:.2f} |")
+    b = r["bf16"]
+    lines += ["", "bf16: " + (b["note"] if not b["supported"] else
+                              f"speed-up {b['speedup_vs_fp32']:.2f}x over fp32, {b['fraction_of_bf16_peak']:.0%} "
+                              f"of the bf16 peak, max abs embedding difference {b['max_abs_diff']:.3g}")]
+    if "generation" in r:
+        g = r["generation"]
+        lines += ["", f"Generation, {g['requests']} requests x up to {g['max_new_tokens']} new tokens:", "",
+                  "| batch | requests/s | tokens/s |", "|---|---|---|"]
+        for batch in (1, 8, 32):
+            row = g[f"batch_{batch}"]
+            lines.append(f"| {batch} | {row['requests_per_s']:.2f} | {row['tokens_per_s']:.1f} |")
+    lines += ["", f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MiB"]
+    return "\n".join(lines)
+
+
+def _write_docs(report: dict[str, Any], table: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mixes = list(report["mixes"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.38
+    for j, name in enumerate(("naive", "core")):
+        xs = [i + (j - 0.5) * width for i in range(len(mixes))]
+        ax1.bar(xs, [report["mixes"][m][name]["docs_per_s"] for m in mixes], width, label=name)
+        ax2.bar(xs, [report["mixes"][m][name]["fraction_of_peak"] for m in mixes], width, label=name)
+    for ax, title in ((ax1, "documents / s"), (ax2, "fraction of fp32 matmul peak")):
+        ax.set_xticks(range(len(mixes)), mixes)
+        ax.set_title(title)
+        ax.legend()
+    ax2.axhline(0.8, color="grey", ls="--", lw=1)
+    fig.suptitle(f"Compressor throughput, {report['machine']}")
+    fig.tight_layout()
+    fig.savefig(DOCS_DIR / "performance.png", dpi=110)
+    doc = DOCS_DIR / "PERFORMANCE.md"
+    text = doc.read_text() if doc.exists() else "# Performance\n\n<!-- bench:begin -->\n<!-- bench:end -->\n"
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    body = f"{begin}\n\n{table}\n\n![throughput](performance.png)\n\n{end}"
+    doc.write_text(head + body + tail)
+    print(f"bench: wrote {doc} and {DOCS_DIR / 'performance.png'}", file=sys.stderr)
