@@ -41,13 +41,16 @@ def _quiet_imports():
         root.setLevel(level)
 
 
+_LOCAL_RUNNERS = ("DirectRunner", "direct", "FnApiRunner")
+
+
 def _is_direct(beam_args: list[str]) -> bool:
     """True unless the Beam options name a runner other than the DirectRunner."""
     for i, arg in enumerate(beam_args):
         if arg.startswith("--runner="):
-            return arg.split("=", 1)[1] in ("DirectRunner", "direct")
+            return arg.split("=", 1)[1] in _LOCAL_RUNNERS
         if arg == "--runner" and i + 1 < len(beam_args):
-            return beam_args[i + 1] in ("DirectRunner", "direct")
+            return beam_args[i + 1] in _LOCAL_RUNNERS
     return True
 
 

@@ -76,7 +76,9 @@ from schemas import DEAD_LETTER_SCHEMA, TIMESTAMP_TYPE, StoreManifest, store_sch
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "./commer-output"
-DIRECT_RUNNERS = ("DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "direct")
+#: Runners whose workers are this machine's processes (direct_running_mode / direct_num_workers apply).
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner")
+_DIRECT_ALIASES = ("SwitchingDirectRunner", "direct", "DirectRunner")
 
 
 class CompressError(RuntimeError):
@@ -230,12 +232,12 @@ def runner_name(options: PipelineOptions, pipeline: beam.Pipeline | None = None)
     if runner is None and pipeline is not None and getattr(pipeline, "runner", None) is not None:
         runner = type(pipeline.runner).__name__
     name = "DirectRunner" if runner is None else runner if isinstance(runner, str) else type(runner).__name__
-    return "DirectRunner" if name in DIRECT_RUNNERS else name
+    return "DirectRunner" if name in _DIRECT_ALIASES else name
 
 
 def processes_per_worker(options: PipelineOptions, runner: str) -> int | None:
     """How many SDK processes share a worker's cores (None: one per core, as Dataflow does)."""
-    if runner in DIRECT_RUNNERS:
+    if runner in LOCAL_RUNNERS:
         direct = options.view_as(DirectOptions)
         if direct.direct_running_mode == "multi_processing":
             return direct.direct_num_workers or os.cpu_count() or 1
