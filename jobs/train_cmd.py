@@ -1,0 +1,143 @@
+"""``commer-pipeline train``: train a ComMer compressor (or the prompt-tuning baseline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_TARGET_MODULES
+
+
+def _load_task_data(data: Path) -> tuple[list, list]:
+    from commer_core.data import read_examples_parquet
+
+    if data.is_file():
+        return read_examples_parquet(data), []
+    train_file = data / "train.parquet"
+    if not train_file.is_file():
+        raise click.ClickException(f"{data} has no train.parquet (run `commer-pipeline prepare` first)")
+    dev_file = data / "dev.parquet"
+    dev = read_examples_parquet(dev_file) if dev_file.is_file() else []
+    if not dev:
+        click.echo(f"warning: {dev_file} missing or empty: no dev evaluation", err=True)
+    return read_examples_parquet(train_file), dev
+
+
+@click.command("train")
+@click.option("--task", type=click.Choice(["lamp4", "lamp7", "perltqa", "text"], case_sensitive=False),
+              default=None, help="Dataset the examples come from (recorded in the checkpoint).")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="objective task: a `prepare` output folder (train.parquet, dev.parquet). "
+                   "objective autoencode: a text corpus (Parquet with a text column, JSON lines, .txt, or a folder).")
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: state/ (resume), train_log.jsonl, train_summary.json, checkpoint/.")
+@click.option("--objective", type=click.Choice(["task", "autoencode"]), default="task", show_default=True)
+@click.option("--method", type=click.Choice(["commer", "prompt_tuning"]), default="commer", show_default=True)
+@click.option("--base-model", default=DEFAULT_BASE_MODEL, show_default=True,
+              help="Built-in name, local model folder or hub id of the frozen backbone.")
+@click.option("--num-embeddings", "-k", default=16, show_default=True,
+              help="k: compression embeddings (ComMer) or soft tokens (prompt tuning).")
+@click.option("--docs-per-example", default=8, show_default=True, help="Documents per training example.")
+@click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
+@click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
+@click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,
+              help="ComMer merge of a user's compressions (concat is the paper's ablation).")
+@click.option("--lora-r", default=64, show_default=True)
+@click.option("--lora-alpha", default=16, show_default=True)
+@click.option("--lora-dropout", default=0.1, show_default=True)
+@click.option("--lora-targets", default=",".join(DEFAULT_TARGET_MODULES), show_default=True,
+              help="Comma-separated module names that get a LoRA.")
+@click.option("--max-doc-tokens", default=512, show_default=True, help="Documents are cut to this many tokens.")
+@click.option("--max-input-tokens", default=256, show_default=True)
+@click.option("--max-target-tokens", default=64, show_default=True)
+@click.option("--raw-budget", default=512, show_default=True,
+              help="Prompt tuning: token budget of the raw documents after the soft tokens.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps (or give --epochs; default 1 epoch).")
+@click.option("--epochs", type=float, default=None)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--lr-lora", default=1e-4, show_default=True)
+@click.option("--lr-embeddings", default=1e-2, show_default=True)
+@click.option("--lr-prompt", default=3e-2, show_default=True, help="Prompt-tuning soft tokens.")
+@click.option("--warmup-steps", default=0, show_default=True)
+@click.option("--weight-decay", default=0.0, show_default=True)
+@click.option("--max-grad-norm", default=1.0, show_default=True, help="Gradient clipping (0: off).")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast (CPU or CUDA); weights stay fp32.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its saved state.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Initialise from a checkpoint (e.g. an autoencode pretraining run's checkpoint/).")
+@click.option("--eval-every", default=0, show_default=True, help="Dev perplexity every N steps (0: at the end only).")
+@click.option("--max-dev-examples", default=64, show_default=True)
+@click.option("--save-every", default=50, show_default=True, help="Resume state every N steps (and at the end).")
+@click.option("--compare-baselines/--no-compare-baselines", default=True, show_default=True,
+              help="At the end, also score the untrained method and no personalization on dev.")
+@click.option("--ae-examples", type=int, default=None,
+              help="autoencode: training examples to draw [default: one per corpus document].")
+@click.option("--ae-dev-examples", default=64, show_default=True)
+@click.option("--ae-dev-fraction", default=0.05, show_default=True, help="autoencode: corpus share held out for dev.")
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads [default: torch's choice]. Use 1 when other jobs share the cores: "
+                   "oversubscribed threads slow CPU training by an order of magnitude.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train(**opts: object) -> None:
+    """Train compression embeddings + LoRA (or prompt-tuning soft tokens) end to end on a frozen LLM."""
+    from commer_core.training import TrainConfig, TrainingError
+    from commer_core.training import train as run_train
+
+    data: Path = opts.pop("data")  # type: ignore[assignment]
+    output: Path = opts.pop("output")  # type: ignore[assignment]
+    resume = bool(opts.pop("resume"))
+    init_from = opts.pop("init_from")
+    progress = bool(opts.pop("progress"))
+    threads = opts.pop("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))  # type: ignore[arg-type]
+    compare = bool(opts.pop("compare_baselines"))
+    ae_examples = opts.pop("ae_examples")
+    ae_dev = int(opts.pop("ae_dev_examples"))  # type: ignore[arg-type]
+    ae_fraction = float(opts.pop("ae_dev_fraction"))  # type: ignore[arg-type]
+    objective = str(opts["objective"])
+    try:
+        config = TrainConfig(
+            method=str(opts["method"]), objective=objective, task=opts["task"], base_model=str(opts["base_model"]),
+            num_embeddings=int(opts["num_embeddings"]), lora_r=int(opts["lora_r"]),
+            lora_alpha=int(opts["lora_alpha"]), lora_dropout=float(opts["lora_dropout"]),
+            target_modules=tuple(t.strip() for t in str(opts["lora_targets"]).split(",") if t.strip()),
+            merge=str(opts["merge"]), max_doc_tokens=int(opts["max_doc_tokens"]),
+            docs_per_example=int(opts["docs_per_example"]), dev_docs=opts["dev_docs"],
+            selection="first" if objective == "autoencode" else str(opts["selection"]),
+            raw_doc_budget=int(opts["raw_budget"]), max_input_tokens=int(opts["max_input_tokens"]),
+            max_target_tokens=int(opts["max_target_tokens"]), steps=opts["steps"], epochs=opts["epochs"],
+            batch_size=int(opts["batch_size"]), grad_accum=int(opts["grad_accum"]),
+            lr_lora=float(opts["lr_lora"]), lr_embeddings=float(opts["lr_embeddings"]),
+            lr_prompt=float(opts["lr_prompt"]), weight_decay=float(opts["weight_decay"]),
+            warmup_steps=int(opts["warmup_steps"]), max_grad_norm=float(opts["max_grad_norm"]),
+            bf16=bool(opts["bf16"]), seed=int(opts["seed"]), eval_every=int(opts["eval_every"]),
+            max_dev_examples=int(opts["max_dev_examples"]), save_every=int(opts["save_every"]),
+            device=str(opts["device"]),
+        )  # type: ignore[arg-type]
+        extra = {"data": str(data)}
+        if objective == "autoencode":
+            from commer_core.pretraining import autoencode_splits
+
+            train_examples, dev_examples = autoencode_splits(
+                data, max_docs=config.docs_per_example, n_train=ae_examples, n_dev=ae_dev,
+                dev_fraction=ae_fraction, seed=config.seed)
+            extra["autoencode"] = {"train_examples": len(train_examples), "dev_examples": len(dev_examples),
+                                   "dev_fraction": ae_fraction}
+        else:
+            train_examples, dev_examples = _load_task_data(data)
+        result = run_train(config, train_examples, dev_examples, output, resume=resume, init_from=init_from,
+                           progress=progress, compare_baselines=compare, extra_metadata=extra)
+    except (TrainingError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; state saved in {output / 'state'}: rerun with --resume") from None
+    click.echo(json.dumps({"checkpoint": str(result.checkpoint), "fingerprint": result.fingerprint,
+                           "steps": result.steps_done, "dev_perplexity": result.dev}, indent=2))

@@ -1,0 +1,105 @@
+"""The chain on the command line: official-format files -> prepare -> train -> evaluate -> plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from commer_core.synthetic import make_personas, write_synthetic_lamp
+from jobs.cli import cli
+
+TINY = ["--base-model", "tiny-random", "-k", "4", "--lora-r", "4", "--batch-size", "2", "--docs-per-example", "3",
+        "--max-doc-tokens", "32", "--max-dev-examples", "4", "--no-progress"]
+
+
+def _invoke(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_synthetic_lamp_is_deterministic_and_official_format(tmp_path):
+    write_synthetic_lamp(tmp_path / "a", users={"train": 3, "dev": 2}, seed=4)
+    write_synthetic_lamp(tmp_path / "b", users={"train": 3, "dev": 2}, seed=4)
+    for name in ("train/train_questions.json", "train/train_outputs.json", "dev/dev_outputs.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    questions = json.loads((tmp_path / "a/train/train_questions.json").read_text())
+    outputs = json.loads((tmp_path / "a/train/train_outputs.json").read_text())
+    assert outputs["task"] == "LaMP_7" and [g["id"] for g in outputs["golds"]] == [q["id"] for q in questions]
+    assert all(set(p) == {"id", "text", "date"} for q in questions for p in q["profile"])
+    persona = make_personas(1, seed=0)[0]
+    assert persona.style("Hello there").endswith(persona.hashtag)
+
+
+def test_prepare_train_evaluate_end_to_end(tmp_path):
+    raw, prep = tmp_path / "raw", tmp_path / "prep"
+    write_synthetic_lamp(raw, users={"train": 4, "dev": 2})
+    counts = json.loads(_invoke("prepare", "lamp7", "--source", str(raw), "--output", str(prep)))
+    assert counts["train"]["examples"] == 8 and counts["dev"]["examples"] == 4
+    out = _invoke("train", "--task", "lamp7", "--data", str(prep), "--output", str(tmp_path / "run"),
+                  "--steps", "2", *TINY)
+    summary = json.loads(out[out.index("{"):])
+    assert summary["steps"] == 2 and {"trained", "untrained", "none"} <= set(summary["dev_perplexity"])
+    _invoke("train", "--task", "lamp7", "--method", "prompt_tuning", "--raw-budget", "16", "--data", str(prep),
+            "--output", str(tmp_path / "pt"), "--steps", "1", "--no-compare-baselines", *TINY)
+    # A second call without --resume is refused; with --resume on a finished run it is a no-op.
+    refused = CliRunner().invoke(cli, ["train", "--data", str(prep), "--output", str(tmp_path / "run"), "--steps", "2", *TINY])
+    assert refused.exit_code != 0 and "--resume" in refused.output
+    _invoke("train", "--data", str(prep), "--output", str(tmp_path / "run"), "--steps", "2", "--resume",
+            "--task", "lamp7", *TINY)
+    out = _invoke("evaluate", "--checkpoint", f"mine={tmp_path / 'run'}", "--checkpoint", str(tmp_path / "pt"),
+                  "--data", str(prep), "--docs-at-test", "1,3", "--raw-budget", "8,16", "--generate", "1",
+                  "--max-new-tokens", "2", "--output", str(tmp_path / "eval"), "--no-progress")
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    labels = {r["label"] for r in results["summary"]}
+    assert labels == {"mine", "pt-k4-b16", "untrained-k4", "none", "raw-b8", "raw-b16"}
+    for n in (1, 3):
+        assert len({r["examples_digest"] for r in results["summary"] if r["n_docs"] == n}) == 1
+    for name in ("results.csv", "cost_vs_quality.png", "perplexity_vs_docs.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    assert "| mine |" in out
+
+
+def test_prepare_malformed_file_names_file_and_item(tmp_path):
+    raw = tmp_path / "raw"
+    write_synthetic_lamp(raw, users={"train": 2, "dev": 1})
+    questions = raw / "train" / "train_questions.json"
+    data = json.loads(questions.read_text())
+    del data[1]["profile"]
+    questions.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["prepare", "lamp7", "--source", str(raw), "--output", str(tmp_path / "p")])
+    assert result.exit_code != 0
+    assert "train_questions.json" in result.output and "item 1" in result.output and "profile" in result.output
+
+
+def test_train_autoencode_then_init_task_training(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"sentence {i} about the topic {i % 5}" for i in range(40)))
+    out = _invoke("train", "--objective", "autoencode", "--task", "text", "--data", str(corpus), "--output",
+                  str(tmp_path / "ae"), "--steps", "2", "--ae-dev-examples", "3", *TINY)
+    assert json.loads(out[out.index("{"):])["steps"] == 2
+    ckpt = json.loads((tmp_path / "ae" / "checkpoint" / "commer_config.json").read_text())
+    assert ckpt["training"]["objective"] == "autoencode" and ckpt["training"]["autoencode"]["dev_examples"] == 3
+    raw, prep = tmp_path / "raw", tmp_path / "prep"
+    write_synthetic_lamp(raw, users={"train": 2, "dev": 1})
+    _invoke("prepare", "lamp7", "--source", str(raw), "--output", str(prep))
+    _invoke("train", "--data", str(prep), "--output", str(tmp_path / "task"), "--steps", "1",
+            "--init-from", str(tmp_path / "ae" / "checkpoint"), "--no-compare-baselines", *TINY)
+    task = json.loads((tmp_path / "task" / "checkpoint" / "commer_config.json").read_text())
+    assert task["training"]["init_from"].endswith("checkpoint")
+
+
+@pytest.mark.slow
+def test_real_model_perltqa_smoke_beats_untrained_and_none(shared_data, tmp_path):
+    """Smoke scale on the real PerLTQA excerpt with SmolLM2-135M (about two minutes on 2 cores)."""
+    prep = tmp_path / "prep"
+    _invoke("prepare", "perltqa", "--source", str(shared_data / "perltqa"), "--output", str(prep),
+            "--n-test-characters", "1")
+    out = _invoke("train", "--task", "perltqa", "--data", str(prep), "--output", str(tmp_path / "run"),
+                  "-k", "8", "--lora-r", "8", "--steps", "12", "--batch-size", "4", "--docs-per-example", "2",
+                  "--max-doc-tokens", "96", "--max-target-tokens", "32", "--max-dev-examples", "12", "--no-progress")
+    dev = json.loads(out[out.index("{"):])["dev_perplexity"]
+    assert dev["trained"] < dev["untrained"] and dev["trained"] < dev["none"], dev

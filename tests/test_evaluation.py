@@ -1,0 +1,130 @@
+"""Metrics, power-law fit, plots, and that every method is scored on identical examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from commer_core.compressor import Compressor
+from commer_core.config import CompressorConfig, LoraSettings
+from commer_core.data import Document, Example
+from commer_core.evaluation import (
+    MethodSpec,
+    evaluate_method,
+    fit_power_law,
+    format_table,
+    rouge,
+    summarize,
+    write_results,
+)
+from commer_core.training import (
+    CommerMethod,
+    NoPersonalization,
+    PromptTuningMethod,
+    RawDocsMethod,
+    prepare_examples,
+)
+
+
+def test_rouge_matches_rouge_score_defaults():
+    from rouge_score import rouge_scorer
+
+    preds = ["the cats are running home", "completely different words", ""]
+    refs = ["the cat is running home", "nothing shared here", "empty prediction"]
+    got = rouge(preds, refs)
+    assert got[0]["rouge1"] == pytest.approx(0.6)  # the, running, home: P = R = 3/5 (no stemming: cats != cat)
+    assert got[1] == {"rouge1": 0.0, "rougeL": 0.0} and got[2]["rougeL"] == 0.0
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+    assert got[0]["rougeL"] == scorer.score(refs[0], preds[0])["rougeL"].fmeasure
+    assert rouge(["same text"], ["same text"])[0] == {"rouge1": 1.0, "rougeL": 1.0}
+
+
+def test_power_law_fit_recovers_exponent():
+    ns = [1, 2, 4, 8]
+    fit = fit_power_law(ns, [3.0 * n ** -0.12 for n in ns])
+    assert fit["a"] == pytest.approx(3.0) and fit["b"] == pytest.approx(-0.12) and fit["r2"] == pytest.approx(1.0)
+    noisy = fit_power_law(ns, [3.0 * n ** -0.12 * (1 + e) for n, e in zip(ns, [0.01, -0.01, 0.005, 0.0])])
+    assert -0.14 < noisy["b"] < -0.10 and noisy["r2"] > 0.9
+    with pytest.raises(ValueError):
+        fit_power_law([4, 4], [1.0, 2.0])
+
+
+def test_summarize_is_token_weighted():
+    recs = [
+        {"label": "m", "method": "commer", "k": 4, "budget": None, "n_docs": 2, "example_id": "a",
+         "examples_digest": "x", "nll": 2.0, "n_tokens": 1, "prompt_tokens": 4, "rouge1": 0.5, "rougeL": 0.25},
+        {"label": "m", "method": "commer", "k": 4, "budget": None, "n_docs": 2, "example_id": "b",
+         "examples_digest": "x", "nll": 6.0, "n_tokens": 3, "prompt_tokens": 4},
+    ]
+    (row,) = summarize(recs)
+    assert row["perplexity"] == pytest.approx(math.exp(8.0 / 4))
+    assert row["mean_example_perplexity"] == pytest.approx((math.exp(2.0) + math.exp(2.0)) / 2)
+    assert row["rouge1"] == 0.5 and row["n_generated"] == 1 and row["prompt_tokens"] == 4
+    assert "| m |" in format_table([row])
+
+
+def _examples() -> list[Example]:
+    out = []
+    for i in range(5):
+        docs = [Document(f"{i}-{j}", f"note {j} of user {i}: likes topic {(i + j) % 3}") for j in range(5)]
+        out.append(Example(f"e{i}", f"u{i}", f"write about topic {i % 3}", f"topic {i % 3} is fun", docs))
+    out.append(Example("unlabelled", "u9", "no target", None, []))
+    return out
+
+
+def test_baselines_and_commer_are_scored_on_identical_examples(tiny_backbone, tmp_path):
+    config = CompressorConfig(base_model="tiny-random", num_embeddings=3, lora=LoraSettings(r=2, alpha=4))
+    commer = CommerMethod(Compressor(tiny_backbone, config))
+    gen = commer.generator
+    methods = [
+        (commer, MethodSpec("commer-k3", "commer", 3)),
+        (PromptTuningMethod(gen, num_embeddings=3, budget=20), MethodSpec("pt", "prompt_tuning", 3, 20)),
+        (RawDocsMethod(gen, budget=20), MethodSpec("raw-b20", "raw_docs", None, 20)),
+        (NoPersonalization(gen), MethodSpec("none", "none", 0)),
+    ]
+    by_n = {n: prepare_examples(_examples(), tiny_backbone.tokenizer, n_docs=n) for n in (1, 2, 4)}
+    records = []
+    for method, spec in methods:
+        records += evaluate_method(method, spec, by_n, generate=2, max_new_tokens=3)
+    rows = summarize(records)
+    assert len(rows) == 4 * 3
+    for n in (1, 2, 4):
+        ids = {r["label"]: [x["example_id"] for x in records if x["label"] == r["label"] and x["n_docs"] == n]
+               for r in rows}
+        assert all(v == ["e0", "e1", "e2", "e3", "e4"] for v in ids.values())
+        digests = {r["examples_digest"] for r in rows if r["n_docs"] == n}
+        assert len(digests) == 1 and "MIXED" not in digests
+    docs_used = {(r["label"], r["n_docs"]): {x["docs_used"] for x in records
+                                              if x["label"] == r["label"] and x["n_docs"] == r["n_docs"]}
+                 for r in rows}
+    assert docs_used[("none", 4)] == {4} and docs_used[("commer-k3", 2)] == {2}
+    cost = {(r["label"], r["n_docs"]): r["prompt_tokens"] for r in rows}
+    assert cost[("commer-k3", 4)] == 3 and cost[("none", 4)] == 0
+    assert cost[("raw-b20", 4)] == 20 and cost[("pt", 4)] == 23  # budget reached with 4 documents
+    assert cost[("raw-b20", 1)] < 20
+    assert all(r["n_generated"] == 2 and r["rougeL"] is not None for r in rows)
+
+    paths = write_results(tmp_path, rows, records, meta={"note": "test"})
+    data = json.loads(paths["json"].read_text())
+    assert data["meta"] == {"note": "test"} and len(data["summary"]) == 12
+    assert set(data["power_law"]) >= {"commer-k3"}
+    with open(paths["csv"]) as fh:
+        assert len(list(csv.DictReader(fh))) == 12
+    for key in ("cost_quality", "docs_scaling"):
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_perplexity_agrees_with_the_generators_scores(tiny_backbone):
+    config = CompressorConfig(base_model="tiny-random", num_embeddings=2, lora=LoraSettings(r=2, alpha=4))
+    method = NoPersonalization(CommerMethod(Compressor(tiny_backbone, config)).generator)
+    prepared = prepare_examples(_examples(), tiny_backbone.tokenizer, n_docs=0)
+    recs = evaluate_method(method, MethodSpec("none", "none", 0), {0: prepared})
+    scored = method.generator.score([None] * len(prepared), [e.input for e in prepared], [e.target for e in prepared])
+    (row,) = summarize(recs)
+    expected = math.exp(sum(s.nll for s in scored) / sum(s.n_tokens for s in scored))
+    assert row["perplexity"] == pytest.approx(expected, rel=1e-5)
+    assert np.isclose(recs[0]["nll"], scored[0].nll, rtol=1e-5)

@@ -1,0 +1,224 @@
+"""The trainer on the tiny random backbone: methods, trainables, checkpoints, resume equivalence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from commer_core.checkpoint import load_checkpoint, read_config
+from commer_core.data import Document, Example
+from commer_core.training import (
+    CommerMethod,
+    DataOrder,
+    NoPersonalization,
+    PreparedExample,
+    PromptTuningMethod,
+    RawDocsMethod,
+    TrainConfig,
+    TrainingError,
+    build_method,
+    generator_only,
+    load_method,
+    make_optimizer,
+    prepare_examples,
+    train,
+)
+
+LAMP7 = "Paraphrase the following tweet without any explanation before or after it: "
+
+
+def _examples(n: int, prefix: str = "t") -> list[Example]:
+    out = []
+    for i in range(n):
+        docs = [Document(f"{prefix}{i}-d{j}", f"user {i} likes topic {j} and writes about it often #tag{i}",
+                         f"2020-01-{j + 1:02d}") for j in range(4)]
+        out.append(Example(f"{prefix}{i}", f"{prefix}{i}", f"{LAMP7}topic {i % 4} is great", f"topic {i % 4} rocks #tag{i}", docs))
+    return out
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(base_model="tiny-random", num_embeddings=4, lora_r=4, lora_alpha=8, docs_per_example=3, steps=4,
+                batch_size=2, max_doc_tokens=32, max_dev_examples=4, save_every=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_config_validation():
+    with pytest.raises(TrainingError, match="nothing to train"):
+        _config(method="raw_docs")
+    with pytest.raises(TrainingError, match="--steps or --epochs"):
+        _config(steps=3, epochs=1.0)
+    with pytest.raises(TrainingError, match="selection"):
+        _config(selection="best")
+    assert _config(steps=None, epochs=2.0, batch_size=2, grad_accum=2).total_steps(10) == 5
+    assert _config(steps=None).total_steps(3) == 2  # one epoch by default, rounded up
+
+
+def test_prepare_examples_selects_by_bm25_and_truncates(tiny_backbone):
+    tok = tiny_backbone.tokenizer
+    docs = [Document("a", "apples and pears"), Document("b", "the zebra crossing on main street"),
+            Document("c", "cooking pasta tonight")]
+    ex = [Example("e1", "u1", "where is the zebra crossing " + "word " * 100, "x " * 200, docs),
+          Example("e2", "u2", "unlabelled", None, docs)]
+    prepared = prepare_examples(ex, tok, n_docs=2, max_input_tokens=8, max_target_tokens=5)
+    assert [p.example_id for p in prepared] == ["e1"]  # the unlabelled example is dropped
+    assert prepared[0].documents[0] == "the zebra crossing on main street"
+    assert len(prepared[0].documents) == 2
+    assert len(tok(prepared[0].input, add_special_tokens=False)["input_ids"]) <= 8
+    assert len(tok(prepared[0].target, add_special_tokens=False)["input_ids"]) <= 5
+    first = prepare_examples(ex, tok, n_docs=2, selection="first")
+    assert first[0].documents == ("apples and pears", "the zebra crossing on main street")
+
+
+def test_data_order_is_a_pure_function_of_seed_and_position():
+    a, b = DataOrder(5, 3, 2), DataOrder(5, 3, 2)
+    stream = [i for m in range(5) for i in a.micro_batch(m)]
+    assert [b.micro_batch(m) for m in reversed(range(5))][::-1] == [a.micro_batch(m) for m in range(5)]
+    assert sorted(stream[:5]) == list(range(5)) and sorted(stream[5:10]) == list(range(5))  # each epoch is a permutation
+    assert a.micro_batch(3) == DataOrder(5, 3, 2).micro_batch(3)
+    assert stream != [i for m in range(5) for i in DataOrder(5, 4, 2).micro_batch(m)]
+
+
+def test_method_prefixes_and_costs():
+    method = build_method(_config())
+    assert isinstance(method, CommerMethod)
+    k, d = 4, method.compressor.hidden_size
+    ex = [PreparedExample("a", "u", "in", "out", ("doc one", "doc two", "doc three")),
+          PreparedExample("b", "u", "in", "out", ())]
+    prefixes = method.prefixes(ex)
+    assert prefixes[0].shape == (k, d) and prefixes[1] is None
+    assert [method.prompt_tokens(e) for e in ex] == [k, 0]
+    concat = CommerMethod(method.compressor, merge="concat")
+    assert concat.prefixes(ex[:1])[0].shape == (3 * k, d)
+    assert concat.prompt_tokens(ex[0]) == 3 * k
+    gen = method.generator
+    pt = PromptTuningMethod(gen, num_embeddings=5, budget=3)
+    assert pt.prefixes(ex)[0].shape == (5 + 3, d) and pt.prefixes(ex)[1].shape == (5, d)
+    assert [pt.prompt_tokens(e) for e in ex] == [8, 5]
+    raw = RawDocsMethod(gen, budget=3)
+    assert raw.prefixes(ex)[0].shape == (3, d) and raw.prefixes(ex)[1] is None
+    assert NoPersonalization(gen).prefixes(ex) == [None, None]
+    # The raw-document prefix is exactly the documents' token embeddings.
+    ids = method.tokenizer("doc one\n\ndoc two\n\ndoc three", add_special_tokens=False)["input_ids"][:3]
+    expected = method.generator.model.get_input_embeddings()(torch.tensor(ids))
+    assert torch.equal(raw.prefixes(ex[:1])[0], expected)
+
+
+def test_optimizer_groups_use_the_papers_learning_rates():
+    method = build_method(_config())
+    groups = {g["name"]: g for g in make_optimizer(method, _config()).param_groups}
+    assert groups["embeddings"]["lr"] == 1e-2 and groups["lora"]["lr"] == 1e-4
+    assert groups["embeddings"]["params"] == [method.compressor.compression_embeddings]
+    assert len(groups["lora"]["params"]) == 2 * 4 * 2  # A and B, 4 projections, 2 layers
+    pt = build_method(_config(method="prompt_tuning"))
+    (group,) = make_optimizer(pt, _config(method="prompt_tuning")).param_groups
+    assert group["lr"] == 3e-2 and group["params"] == [pt.prompt]
+
+
+def test_training_changes_only_embeddings_and_lora(tmp_path):
+    frozen_before = {n: p.detach().clone() for n, p in build_method(_config()).compressor.peft_model.named_parameters()
+                     if "lora_" not in n}
+    result = train(_config(steps=3), _examples(6), _examples(3, "d"), tmp_path / "run", progress=False)
+    assert result.completed and result.steps_done == 3
+    comp = load_checkpoint(result.checkpoint)
+    fresh = build_method(_config()).compressor
+    assert not torch.equal(comp.compression_embeddings, fresh.compression_embeddings)
+    lora_b = [p for n, p in comp.peft_model.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # PEFT initialises B at zero
+    for n, p in comp.peft_model.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, frozen_before[n]), n
+    config = read_config(result.checkpoint)
+    assert config["trained"] is True
+    dev = config["training"]["dev_perplexity"]
+    assert {"trained", "untrained", "none", "examples_digest"} <= set(dev)
+    assert config["training"]["steps"] == 3 and config["training"]["config"]["lr_lora"] == 1e-4
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["fingerprint"] == result.fingerprint
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["tokens_per_s"] > 0 for r in log)
+
+
+def _trainables(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "state" / "trainables.safetensors")
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["commer", "prompt_tuning"])
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, method):
+    cfg = _config(method=method, steps=5, grad_accum=2, lora_dropout=0.3, save_every=2, raw_doc_budget=16)
+    train_ex, dev_ex = _examples(5), _examples(2, "d")
+    full = train(cfg, train_ex, dev_ex, tmp_path / "full", progress=False, compare_baselines=False)
+    part = train(cfg, train_ex, dev_ex, tmp_path / "part", progress=False, stop_after=3, compare_baselines=False)
+    assert not part.completed and part.checkpoint is None and part.steps_done == 3
+    assert not _same(_trainables(tmp_path / "full"), _trainables(tmp_path / "part"))
+    resumed = train(cfg, train_ex, dev_ex, tmp_path / "part", resume=True, progress=False, compare_baselines=False)
+    assert resumed.completed
+    assert _same(_trainables(tmp_path / "full"), _trainables(tmp_path / "part"))
+    assert _same(load_file(tmp_path / "full" / "state" / "optimizer.safetensors"),
+                 load_file(tmp_path / "part" / "state" / "optimizer.safetensors"))
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+    assert full.dev["trained"] == resumed.dev["trained"]
+    # No pickle anywhere in the state: safetensors and JSON only.
+    assert {f.suffix for f in (tmp_path / "part" / "state").iterdir()} == {".safetensors", ".json"}
+
+
+def test_keyboard_interrupt_saves_state_and_resume_matches(tmp_path):
+    cfg = _config(steps=4, lora_dropout=0.3)
+    train_ex = _examples(4)
+    full = train(cfg, train_ex, [], tmp_path / "full", progress=False, compare_baselines=False)
+
+    def interrupt(record):
+        if record["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, train_ex, [], tmp_path / "int", progress=False, on_step=interrupt)
+    assert json.loads((tmp_path / "int" / "state" / "state.json").read_text())["step"] == 2
+    train(cfg, train_ex, [], tmp_path / "int", resume=True, progress=False, compare_baselines=False)
+    assert _same(_trainables(tmp_path / "full"), _trainables(tmp_path / "int"))
+    assert full.steps_done == 4
+
+
+def test_resume_refuses_other_options_and_existing_runs(tmp_path):
+    train_ex = _examples(4)
+    train(_config(steps=2), train_ex, [], tmp_path / "run", progress=False, stop_after=1)
+    with pytest.raises(TrainingError, match="already holds"):
+        train(_config(steps=2), train_ex, [], tmp_path / "run", progress=False)
+    with pytest.raises(TrainingError, match="options differ"):
+        train(_config(steps=2, lr_lora=5e-4), train_ex, [], tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(TrainingError, match="data changed"):
+        train(_config(steps=2), _examples(5), [], tmp_path / "run", resume=True, progress=False)
+
+
+def test_prompt_tuning_checkpoint_round_trip_and_init_from(tmp_path):
+    result = train(_config(method="prompt_tuning", steps=2, raw_doc_budget=12), _examples(4), _examples(2, "d"),
+                   tmp_path / "pt", progress=False)
+    loaded = load_method(result.checkpoint)
+    assert isinstance(loaded, PromptTuningMethod) and loaded.budget == 12
+    trained = load_file(result.checkpoint / "prompt_embeddings.safetensors")["prompt_embeddings"]
+    assert torch.equal(loaded.prompt.detach(), trained)
+    # init-from a ComMer checkpoint: training starts from its weights.
+    first = train(_config(steps=2), _examples(4), [], tmp_path / "a", progress=False)
+    start = build_method(_config(steps=2), init_from=first.checkpoint)
+    assert torch.equal(start.compressor.compression_embeddings, load_checkpoint(first.checkpoint).compression_embeddings)
+    with pytest.raises(TrainingError, match="differ from this run"):
+        build_method(_config(num_embeddings=6), init_from=first.checkpoint)
+
+
+def test_baselines_score_with_the_frozen_base(tiny_backbone):
+    gen = generator_only(tiny_backbone)
+    before, _ = gen.target_nll([None], ["hello"], ["world"])
+    with torch.no_grad():
+        for name, p in gen.compressor.peft_model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(1.0)  # a LoRA that would change every output if it were on
+    after, _ = gen.target_nll([None], ["hello"], ["world"])
+    assert torch.equal(before, after)
