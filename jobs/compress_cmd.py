@@ -165,8 +165,14 @@ def _summary(result) -> None:
         lines.append(f"  {'rows read':<{width}}{counts['rows_read']} (= documents + dead letters)")
     lines.append(
         f"  {'throughput':<{width}}{result.docs_per_second:.2f} docs/s "
-        f"({counts['documents']} documents in {result.pipeline_seconds:.1f} s, model loading included)"
+        f"({counts['documents']} documents in {result.pipeline_seconds:.1f} s of pipeline, start-up included)"
     )
+    if counts.get("inference_ms"):
+        lines.append(
+            f"  {'model time':<{width}}{counts['inference_ms'] / 1000:.1f} s in RunInference "
+            f"({counts['documents'] / (counts['inference_ms'] / 1000):.2f} docs/s), "
+            f"{counts.get('model_load_ms', 0) / 1000:.1f} s loading the model"
+        )
     lines.append(f"Inspect it with: commer-pipeline inspect {result.output}")
     _echo("\n".join(lines))
 

@@ -193,8 +193,12 @@ def commit(area: StagingArea, manifest: StoreManifest) -> list[str]:
 
 def abandon(area: StagingArea) -> None:
     """Best-effort removal of a staging area (after commit, or after a failed run)."""
+    root = area.root.rstrip("/")
     try:
-        if FileSystems.exists(area.root):
-            FileSystems.delete([area.root])
+        if "://" not in root:  # local: a real directory
+            if FileSystems.exists(root):
+                FileSystems.delete([root])
+        elif _match(root + "/**"):  # object stores: a trailing slash deletes the whole prefix
+            FileSystems.delete([root + "/"])
     except Exception as exc:  # leftovers are harmless: readers ignore _staging-* entries
         log.warning("could not remove staging area %s: %s", area.root, exc)

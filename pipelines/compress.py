@@ -195,7 +195,7 @@ def match_input(pattern: str) -> list[str]:
         metadata = FileSystems.match([pattern])[0].metadata_list
     except Exception as exc:  # BeamIOError when the pattern matches nothing on some filesystems
         raise CompressError(f"--input {pattern}: cannot list files ({exc})") from exc
-    files = sorted(m.path for m in metadata if m.size_in_bytes > 0 or not m.path.endswith("/"))
+    files = sorted(m.path for m in metadata if not m.path.endswith("/"))
     if not files:
         raise CompressError(f"--input {pattern}: no file matches")
     return files
@@ -307,28 +307,29 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
 
 # -- DoFns ----------------------------------------------------------------------------------
 _PROGRESS_LOCK = threading.Lock()
-_PROGRESS: dict[str, Any] = {"count": 0, "start": None}
+_PROGRESS: dict[str, list[float]] = {}  # job id -> [documents seen in this process, start time]
 
 
 class KeyByUser(beam.DoFn):
-    """``((user_id, doc_id), k x d)`` -> ``(user_id, k x d)``; counts and logs progress per process."""
+    """``((user_id, doc_id), k x d)`` -> ``(user_id, k x d)``; counts, and logs progress per process."""
 
-    def __init__(self, progress_every: int = 0):
+    def __init__(self, progress_every: int = 0, job_id: str = ""):
         self._progress_every = progress_every
+        self._job_id = job_id
         self._compressed = Metrics.counter(METRICS_NAMESPACE, "compressed")
 
     def setup(self) -> None:
         with _PROGRESS_LOCK:
-            if _PROGRESS["start"] is None:
-                _PROGRESS["start"] = time.monotonic()
+            _PROGRESS.setdefault(self._job_id, [0, time.monotonic()])
 
     def process(self, element: tuple[tuple[str, str], np.ndarray]):
         (user_id, _doc_id), compression = element
         self._compressed.inc()
         if self._progress_every:
             with _PROGRESS_LOCK:
-                _PROGRESS["count"] += 1
-                count, start = _PROGRESS["count"], _PROGRESS["start"]
+                state = _PROGRESS[self._job_id]
+                state[0] += 1
+                count, start = int(state[0]), state[1]
             if count % self._progress_every == 0:
                 rate = count / max(time.monotonic() - start, 1e-9)
                 print(
@@ -451,7 +452,7 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed
         TokenizeDocs(plan.base_model, plan.max_doc_tokens)
     ).with_outputs(DEAD_LETTER_TAG, main="tokens")
     compressed = tokenized.tokens | "Compress" >> CompressDocuments(handler)
-    per_doc = compressed | "KeyByUser" >> beam.ParDo(KeyByUser(p.progress_every))
+    per_doc = compressed | "KeyByUser" >> beam.ParDo(KeyByUser(p.progress_every, staging.run_id))
     per_user = per_doc | "MeanPoolPerUser" >> beam.CombinePerKey(MeanPoolCombineFn(k, d))
     tables = (
         per_user
@@ -505,9 +506,16 @@ def metric_counts(result: Any) -> dict[str, int] | None:
             counts[item.key.metric.name] = counts.get(item.key.metric.name, 0) + int(value)
     for item in query.get("distributions", []):
         value = _metric_value(item)
-        if value is not None and item.key.metric.name == "doc_tokens":
+        if value is None or not value.count:
+            continue
+        name = item.key.metric.name
+        if name == "doc_tokens":
             counts["doc_tokens_total"] = counts.get("doc_tokens_total", 0) + int(value.sum)
             counts["doc_tokens_max"] = max(counts.get("doc_tokens_max", 0), int(value.max or 0))
+        elif name.endswith("inference_batch_latency_micro_secs"):  # RunInference's own timing
+            counts["inference_ms"] = counts.get("inference_ms", 0) + int(value.sum) // 1000
+        elif name.endswith("load_model_latency_milli_secs"):
+            counts["model_load_ms"] = counts.get("model_load_ms", 0) + int(value.sum)
     return counts
 
 
@@ -569,7 +577,7 @@ def run_job(
             {
                 name: metrics[name]
                 for name in ("rows_read", "compressed", "dead_lettered", "truncated", "users_written",
-                             "doc_tokens_total", "doc_tokens_max")
+                             "doc_tokens_total", "doc_tokens_max", "inference_ms", "model_load_ms")
                 if name in metrics
             }
         )

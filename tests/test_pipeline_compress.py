@@ -243,5 +243,7 @@ def test_multi_processing_runner_gives_identical_output(in_process_run, tmp_path
     for user in got_a:
         assert got_a[user][1] == got_b[user][1]
         np.testing.assert_allclose(got_b[user][0], got_a[user][0], atol=1e-6, err_msg=user)
-    assert {k: v for k, v in result.counts.items() if not k.endswith("_files")} == {
-        k: v for k, v in reference.counts.items() if not k.endswith("_files")}
+    def same(counts):  # shard counts and timings legitimately differ between runners
+        return {k: v for k, v in counts.items() if not k.endswith(("_files", "_ms"))}
+
+    assert same(result.counts) == same(reference.counts)
