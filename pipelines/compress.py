@@ -492,20 +492,29 @@ class CompressResult:
         return self.counts.get("documents", 0) / max(self.pipeline_seconds, 1e-9)
 
 
-def metric_counts(result: Any) -> dict[str, int] | None:
-    """The job's ``commer`` counters (committed values when the runner has them), or None."""
+def metric_counts(result: Any) -> tuple[dict[str, int], bool] | None:
+    """The job's ``commer`` counters and whether all were *committed* values, or None.
+
+    Attempted values (runners without committed metrics) may count retried bundles twice,
+    so the launcher only enforces the conservation check on committed ones.
+    """
     try:
         query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
     except Exception as exc:  # some runners do not report metrics to the launcher
         log.warning("metrics unavailable from the runner: %s", exc)
         return None
     counts: dict[str, int] = {}
+    committed = bool(query.get("counters"))  # no counters at all: the runner did not report them
     for item in query.get("counters", []):
-        value = _metric_value(item)
+        value = _committed(item)
+        if value is None:
+            committed = False
+            value = item.attempted
         if value is not None:
             counts[item.key.metric.name] = counts.get(item.key.metric.name, 0) + int(value)
     for item in query.get("distributions", []):
-        value = _metric_value(item)
+        value = _committed(item)
+        value = item.attempted if value is None else value
         if value is None or not value.count:
             continue
         name = item.key.metric.name
@@ -516,15 +525,14 @@ def metric_counts(result: Any) -> dict[str, int] | None:
             counts["inference_ms"] = counts.get("inference_ms", 0) + int(value.sum) // 1000
         elif name.endswith("load_model_latency_milli_secs"):
             counts["model_load_ms"] = counts.get("model_load_ms", 0) + int(value.sum)
-    return counts
+    return counts, committed
 
 
-def _metric_value(item: Any) -> Any:
+def _committed(item: Any) -> Any:
     try:
-        value = item.committed
-    except Exception:
-        value = None
-    return value if value is not None else item.attempted
+        return item.committed
+    except Exception:  # runners without committed metrics raise here
+        return None
 
 
 def _echo_stderr(message: str) -> None:
@@ -572,7 +580,7 @@ def run_job(
     finished = datetime.now(timezone.utc)
     try:
         counts = staged_counts(staging)
-        metrics = metric_counts(result) or {}
+        metrics, committed = metric_counts(result) or ({}, False)
         counts.update(
             {
                 name: metrics[name]
@@ -581,9 +589,13 @@ def run_job(
                 if name in metrics
             }
         )
-        if "rows_read" in counts and counts["rows_read"] != counts["documents"] + counts["dead_letters"]:
+        written = counts["documents"] + counts["dead_letters"]
+        conserved = counts.get("rows_read", 0) == written
+        if not committed and not conserved:
+            echo("commer: warning: the runner reported no committed metrics; rows read could not be checked")
+        elif not conserved:
             raise CommitError(
-                f"counts do not add up: rows read {counts['rows_read']} != documents {counts['documents']} "
+                f"counts do not add up: rows read {counts.get('rows_read', 0)} != documents {counts['documents']} "
                 f"+ dead letters {counts['dead_letters']}"
             )
         if counts["users"] == 0:
