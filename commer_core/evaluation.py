@@ -84,16 +84,21 @@ def evaluate_method(
     *,
     batch_size: int = 8,
     generate: int = 0,
+    generate_at: Sequence[int] | None = None,
     max_new_tokens: int = 32,
     bf16: bool = False,
 ) -> list[dict[str, Any]]:
-    """Per-example records for every number of documents; ``generate`` = how many examples get ROUGE."""
+    """Per-example records for every number of documents.
+
+    ``generate``: how many examples (the first ones) are generated and ROUGE-scored;
+    ``generate_at``: for which numbers of documents (default: all).
+    """
     records: list[dict[str, Any]] = []
     for n_docs, examples in examples_by_n.items():
         digest = examples_digest(examples)
         scores = score_examples(method, examples, batch_size=batch_size, bf16=bf16)
         gens: list[str] = []
-        if generate:
+        if generate and (generate_at is None or n_docs in generate_at):
             gens = generate_examples(method, examples[:generate], batch_size=batch_size,
                                      max_new_tokens=max_new_tokens, bf16=bf16)
         rouges = rouge(gens, [e.target for e in examples[: len(gens)]])

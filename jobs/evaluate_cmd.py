@@ -52,6 +52,8 @@ def _split_label(value: str) -> tuple[str | None, str]:
 @click.option("--max-target-tokens", default=64, show_default=True)
 @click.option("--generate", "n_generate", default=32, show_default=True,
               help="Examples per (method, docs) that are generated and ROUGE-scored (0: perplexity only).")
+@click.option("--rouge-docs", default=None,
+              help="Comma-separated numbers of documents at which to generate [default: the largest of --docs-at-test].")
 @click.option("--max-new-tokens", default=32, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast.")
@@ -65,7 +67,7 @@ def _split_label(value: str) -> tuple[str | None, str]:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tuple[str, ...], raw_budgets: str,
              untrained: bool, docs_at_test: str, selection: str, base_model: str | None, max_examples: int,
-             max_input_tokens: int, max_target_tokens: int, n_generate: int, max_new_tokens: int,
+             max_input_tokens: int, max_target_tokens: int, n_generate: int, rouge_docs: str | None, max_new_tokens: int,
              batch_size: int, bf16: bool, device: str, seed: int, output: Path, threads: int | None,
              progress: bool) -> None:
     """Perplexity and ROUGE of ComMer checkpoints and baselines, per k and number of documents, with plots."""
@@ -78,6 +80,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
 
     n_docs_list = _int_list(docs_at_test)
     budgets = _int_list(raw_budgets)
+    generate_at = _int_list(rouge_docs) if rouge_docs else [max(n_docs_list)]
     path = data if data.is_file() else data / f"{split}.parquet"
     if not path.is_file():
         raise click.ClickException(f"{path} does not exist")
@@ -95,7 +98,8 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
         raise click.ClickException(f"all methods must share one base model to be compared, got {sorted(bases)}")
     base = bases.pop() if bases else "smollm2-135m"
     runner = _Runner(examples, n_docs_list, selection=selection, seed=seed, base=base, device=device,
-                     batch_size=batch_size, n_generate=n_generate, max_new_tokens=max_new_tokens, bf16=bf16,
+                     batch_size=batch_size, n_generate=n_generate, generate_at=generate_at,
+                     max_new_tokens=max_new_tokens, bf16=bf16,
                      max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens, progress=progress)
     try:
         runner.run(infos, baselines, budgets, untrained)
@@ -105,7 +109,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
 
     rows = summarize(runner.records)
     meta = {"data": str(path), "examples": len(examples), "docs_at_test": n_docs_list, "selection": selection,
-            "base_model": base, "seed": seed, "checkpoints": runner.checkpoints, "generate": n_generate,
+            "base_model": base, "seed": seed, "checkpoints": runner.checkpoints, "generate": n_generate, "rouge_docs": generate_at,
             "max_input_tokens": max_input_tokens, "max_target_tokens": max_target_tokens, "bf16": bf16}
     paths = write_results(output, rows, runner.records, meta=meta)
     click.echo(format_table(rows))
@@ -116,7 +120,8 @@ class _Runner:
     """Loads one method at a time (each ComMer checkpoint on a fresh backbone) and scores it."""
 
     def __init__(self, examples: list[Any], n_docs_list: list[int], *, selection: str, seed: int, base: str,
-                 device: str, batch_size: int, n_generate: int, max_new_tokens: int, bf16: bool,
+                 device: str, batch_size: int, n_generate: int, generate_at: list[int], max_new_tokens: int,
+                 bf16: bool,
                  max_input_tokens: int, max_target_tokens: int, progress: bool) -> None:
         from transformers import AutoTokenizer
 
@@ -129,6 +134,7 @@ class _Runner:
                      for n in n_docs_list}
         self.base, self.device, self.seed, self.bf16 = base, device, seed, bf16
         self.batch_size, self.n_generate, self.max_new_tokens = batch_size, n_generate, max_new_tokens
+        self.generate_at = generate_at
         self.progress = progress
         self.records: list[dict[str, Any]] = []
         self.checkpoints: list[dict[str, Any]] = []
@@ -139,7 +145,8 @@ class _Runner:
         if self.progress:
             click.echo(f"scoring {spec.label} ...", err=True)
         self.records.extend(evaluate_method(method, spec, self.by_n, batch_size=self.batch_size,
-                                            generate=self.n_generate, max_new_tokens=self.max_new_tokens,
+                                            generate=self.n_generate, generate_at=self.generate_at,
+                                            max_new_tokens=self.max_new_tokens,
                                             bf16=self.bf16))
 
     def run(self, infos: list[tuple[str | None, dict[str, Any]]], baselines: tuple[str, ...], budgets: list[int],
