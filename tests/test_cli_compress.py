@@ -204,9 +204,13 @@ def test_no_arguments_runs_the_embedded_default_with_the_real_model(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     result = invoke("compress")
     assert result.exit_code == 0, result.output
-    assert "UNTRAINED" in result.output and "users         6" in result.output
+    from commer_core.checkpoint import read_config
+    from commer_core.defaults import default_checkpoint_path
+
+    # the untrained-placeholder warning appears exactly when the bundled checkpoint is untrained
+    assert ("UNTRAINED" in result.output) == (not read_config(default_checkpoint_path())["trained"])
+    assert "users         6" in result.output
     store = open_store(tmp_path / "commer-output")
     assert (store.num_embeddings, store.hidden_size) == (16, 576)
-    from commer_core.defaults import default_checkpoint_path
 
     store.check_compatible(default_checkpoint_path())
