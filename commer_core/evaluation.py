@@ -207,11 +207,7 @@ def plot_cost_quality(rows: Sequence[dict[str, Any]], path: str | Path, *, n_doc
     ax.set_title(f"{title} ({n_docs} documents at test time)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 SCALING_METHODS = ("commer", "commer_untrained")
@@ -248,11 +244,7 @@ def plot_docs_scaling(rows: Sequence[dict[str, Any]], path: str | Path, *, title
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_results(
@@ -292,3 +284,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['perplexity']:.3f} | {fmt(r['rouge1'], '.3f')} | {fmt(r['rougeL'], '.3f')} | {r['prompt_tokens']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write a PNG and free the figure (matplotlib keeps figures alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
