@@ -61,7 +61,7 @@ def generate_examples(
     method: Method, examples: Sequence[PreparedExample], *, batch_size: int = 8, max_new_tokens: int = 32,
     bf16: bool = False,
 ) -> list[str]:
-    """Greedy generations for each example's input under ``method``'s prefix."""
+    """Greedy generations for each example's input under ``method``'s prefix (first non-empty line)."""
     import torch
 
     from commer_core.training import autocast
@@ -72,9 +72,13 @@ def generate_examples(
         for batch in batches(examples, batch_size):
             with autocast(method.generator.device, bf16):
                 prefixes = method.prefixes(batch)
-                out.extend(method.generator.generate(prefixes, [e.input for e in batch], max_new_tokens=max_new_tokens,
-                                                     stop_strings=("\n",)))
-    return [g.strip() for g in out]
+                out.extend(method.generator.generate(prefixes, [e.input for e in batch], max_new_tokens=max_new_tokens))
+    return [first_line(g) for g in out]
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line: the answer, whatever whitespace a method's output starts with."""
+    return next((line.strip() for line in text.strip().splitlines() if line.strip()), "")
 
 
 def evaluate_method(
