@@ -1,13 +1,18 @@
 """Read a committed embedding store: one merged ``k x d`` soft prompt per user.
 
-A store is a directory (local, ``gs://``, ``s3://``, anything ``pyarrow.fs`` opens)::
+A store is a directory (local, ``gs://``, ``s3://``, anything ``pyarrow.fs`` opens)
+holding committed *versions*, one per run, and a pointer to the current one::
 
-    embeddings-*.parquet     one row per user (``schemas.store_schema(k, d)``)
-    dead_letter-*.parquet    rejected corpus rows with reasons (``schemas.DEAD_LETTER_SCHEMA``)
-    _MANIFEST.json           ``schemas.StoreManifest``; written last, it is the commit marker
+    LATEST                       the current version's name; replaced last, by the run that commits
+    v-<run id>/
+        embeddings-*.parquet     one row per user (``schemas.store_schema(k, d)``)
+        documents-*.parquet      the documents each mean covers (``schemas.DOCUMENT_INDEX_SCHEMA``)
+        dead_letter-*.parquet    rejected corpus rows with reasons (``schemas.DEAD_LETTER_SCHEMA``)
+        _MANIFEST.json           ``schemas.StoreManifest``; written last within the version
 
-A directory without ``_MANIFEST.json`` is an interrupted or foreign write, and
-:func:`open_store` refuses it. Lookups of a few users use pyarrow dataset filters:
+:func:`open_store` follows ``LATEST``; it also opens a version directory directly (or
+any directory with ``_MANIFEST.json`` and shards beside it). A version without
+``_MANIFEST.json`` is an interrupted or foreign write, and :func:`open_store` refuses it. Lookups of a few users use pyarrow dataset filters:
 the writer keeps each row group to a narrow, sorted range of user ids, so the
 ``user_id`` statistics let pyarrow skip every row group that cannot hold them
 instead of scanning the store.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,10 +38,22 @@ import pyarrow.fs as pafs
 from schemas import StoreManifest
 
 MANIFEST_NAME = "_MANIFEST.json"
+LATEST_NAME = "LATEST"
+VERSION_PREFIX = "v-"
 EMBEDDINGS_PREFIX = "embeddings"
 DEAD_LETTER_PREFIX = "dead_letter"
+DOCUMENTS_PREFIX = "documents"
 EMBEDDINGS_GLOB = f"{EMBEDDINGS_PREFIX}-*.parquet"
 DEAD_LETTER_GLOB = f"{DEAD_LETTER_PREFIX}-*.parquet"
+DOCUMENTS_GLOB = f"{DOCUMENTS_PREFIX}-*.parquet"
+_VERSION_NAME = re.compile(r"^v-[0-9A-Za-z_-]{1,100}$")
+
+
+def check_version_name(name: str, where: str) -> str:
+    """A version name from ``LATEST``; never a path (no ``/``, no ``..``)."""
+    if not _VERSION_NAME.match(name):
+        raise StoreError(f"{where}: {LATEST_NAME} names {name[:80]!r}, which is not a store version")
+    return name
 
 
 class StoreError(ValueError):
@@ -53,13 +71,20 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def open_store(uri: str | os.PathLike[str]) -> EmbeddingStore:
-    """Open a committed store; :class:`StoreError` if it has no valid manifest."""
+    """Open the committed store at ``uri`` (its ``LATEST`` version); :class:`StoreError` if none."""
     uri = os.fspath(uri)
     fs, root = _filesystem(uri)
     root = root.rstrip("/")
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise StoreError(f"{uri} is not a directory (no store there)")
+    version = None
+    if fs.get_file_info(f"{root}/{LATEST_NAME}").type == pafs.FileType.File:
+        with fs.open_input_stream(f"{root}/{LATEST_NAME}") as fh:
+            version = check_version_name(fh.read().decode("utf-8", "replace").strip(), uri)
+        root = f"{root}/{version}"
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
+            raise StoreError(f"{uri}: {LATEST_NAME} names {version}, which is not there")
     manifest_path = f"{root}/{MANIFEST_NAME}"
     if fs.get_file_info(manifest_path).type != pafs.FileType.File:
         raise StoreError(
@@ -77,9 +102,10 @@ def open_store(uri: str | os.PathLike[str]) -> EmbeddingStore:
     )
     embeddings = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, EMBEDDINGS_GLOB)]
     dead = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, DEAD_LETTER_GLOB)]
+    documents = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, DOCUMENTS_GLOB)]
     if not embeddings:
         raise StoreError(f"{uri}: the manifest is there but no {EMBEDDINGS_GLOB} files are")
-    return EmbeddingStore(uri, fs, manifest, embeddings, dead)
+    return EmbeddingStore(uri, fs, manifest, embeddings, dead, documents, version=version, root=root)
 
 
 class EmbeddingStore:
@@ -92,11 +118,18 @@ class EmbeddingStore:
         manifest: StoreManifest,
         embedding_files: list[str],
         dead_letter_files: list[str],
+        document_files: list[str] = (),
+        *,
+        version: str | None = None,
+        root: str | None = None,
     ) -> None:
         self.uri = uri
         self.manifest = manifest
+        self.version = version  # the LATEST version opened; None for a directory opened directly
+        self.root = root or uri  # where this version's files are
         self.embedding_files = list(embedding_files)
         self.dead_letter_files = list(dead_letter_files)
+        self.document_files = list(document_files)
         self._fs = filesystem
         self._dataset = ds.dataset(self.embedding_files, format="parquet", filesystem=filesystem)
         field = self._dataset.schema.field("embedding") if "embedding" in self._dataset.schema.names else None
@@ -129,7 +162,7 @@ class EmbeddingStore:
 
     def __repr__(self) -> str:
         return (
-            f"EmbeddingStore({self.uri!r}, k={self.num_embeddings}, d={self.hidden_size}, "
+            f"EmbeddingStore({self.uri!r}, version={self.version}, k={self.num_embeddings}, d={self.hidden_size}, "
             f"checkpoint={self.checkpoint_fingerprint[:12]}, files={len(self.embedding_files)})"
         )
 
@@ -217,3 +250,10 @@ class EmbeddingStore:
             return DEAD_LETTER_SCHEMA.empty_table()
         return ds.dataset(self.dead_letter_files, format="parquet", filesystem=self._fs).to_table()
 
+    def documents(self) -> pa.Table:
+        """The document index: ``(user_id, doc_id, text_sha256)`` of every document the means cover."""
+        from schemas import DOCUMENT_INDEX_SCHEMA
+
+        if not self.document_files:
+            return DOCUMENT_INDEX_SCHEMA.empty_table()
+        return ds.dataset(self.document_files, format="parquet", filesystem=self._fs).to_table()

@@ -66,7 +66,8 @@ def _echo(message: str) -> None:
 @click.option("--input", "input_", metavar="PATTERN", default=None,
               help="Parquet file pattern or directory, on any Beam filesystem (default: a generated sample corpus).")
 @click.option("--output", default="./commer-output", show_default=True, metavar="URI",
-              help="Store directory (local, gs://, s3://); replaced on success.")
+              help="Store directory (local, gs://, s3://). Each run adds a version and points OUTPUT/LATEST at "
+                   "it on success; a committed store is only replaced with --overwrite or updated with --previous.")
 @click.option("--checkpoint", default=None, metavar="DIR", help="Compressor checkpoint (default: the bundled one).")
 @click.option("--base-model", default=None, metavar="ID", help="Backbone to load (default: the checkpoint's).")
 @click.option("--user-column", default="user_id", show_default=True)
@@ -86,15 +87,28 @@ def _echo(message: str) -> None:
               help="Log a progress line every N documents per worker process (0: off).")
 @click.option("--store-ranges", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="User-id ranges the store is clustered into (more: less memory per write step).")
+@click.option("--previous", default=None, metavar="STORE",
+              help="Update this store incrementally: compress only documents it does not cover yet (same checkpoint "
+                   "required). Users absent from --input keep their row. Usually the same as --output.")
+@click.option("--full-snapshot", is_flag=True, default=False,
+              help="With --previous: --input holds every user; users absent from it are dropped.")
+@click.option("--doc-cache", default=None, metavar="DIR",
+              help="Per-document compression cache (Parquet, keyed by document and checkpoint): edits and "
+                   "deletions are recomputed from it without the model; tonight's compressions are added.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace a committed store at --output.")
+@click.option("--keep-versions", type=click.IntRange(min=1), default=2, show_default=True, metavar="N",
+              help="Committed versions kept under --output (older ones are removed after the commit).")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
 def compress(input_, output, checkpoint, base_model, user_column, doc_id_column, text_column, max_doc_tokens,
-             batch_tokens, max_batch_size, device, share_model, progress_every, store_ranges, beam_args):
+             batch_tokens, max_batch_size, device, share_model, progress_every, store_ranges, previous,
+             full_snapshot, doc_cache, overwrite, keep_versions, beam_args):
     """Compress every user's documents and mean-pool them into one k x d soft prompt per user.
 
     Reads Parquet rows (user, doc id, text), dead-letters bad rows with a reason, compresses
     each document with the checkpoint's compressor (Beam RunInference), averages per user and
-    writes OUTPUT/embeddings-*.parquet, OUTPUT/dead_letter-*.parquet and, last,
-    OUTPUT/_MANIFEST.json. Exit status 0 only when the store was committed.
+    writes a new version OUTPUT/v-<run>/ (embeddings-*, documents-*, dead_letter-*.parquet,
+    then _MANIFEST.json), then points OUTPUT/LATEST at it. Exit status 0 only when the store
+    was committed; a failed or killed run leaves the previous version current.
     """
     with _quiet_imports():
         from commer_core.backbone import BackboneError
@@ -129,6 +143,11 @@ def compress(input_, output, checkpoint, base_model, user_column, doc_id_column,
             share_model=share_model,
             progress_every=progress_every,
             store_ranges=store_ranges,
+            previous=previous,
+            full_snapshot=full_snapshot,
+            doc_cache=doc_cache,
+            overwrite=overwrite,
+            keep_versions=keep_versions,
         )
         if input_ is None:
             _echo("commer: no --input given: running the embedded default on a generated sample corpus")
@@ -154,13 +173,21 @@ def _summary(result) -> None:
     reasons = _dead_letter_reasons(result.output)
     width = 14
     lines = [
-        f"commer: committed {result.output} (_MANIFEST.json written last)",
+        f"commer: committed {result.output} version {result.version} (LATEST updated last)",
         f"  {'users':<{width}}{counts['users']}",
         f"  {'documents':<{width}}{counts['documents']}"
         + (f" ({counts['truncated']} truncated)" if counts.get("truncated") else ""),
         f"  {'dead letters':<{width}}{counts['dead_letters']}"
         + (" (" + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3)) + ")" if reasons else ""),
     ]
+    users = [f"{counts[f'users_{n}']} {n}" for n in ("new", "updated", "unchanged", "recomputed", "carried", "dropped")
+             if counts.get(f"users_{n}")]
+    if users or counts.get("documents_from_cache"):
+        lines.append(
+            f"  {'incremental':<{width}}users: {', '.join(users) or 'none'}; documents: "
+            f"{counts.get('compressed', 0)} compressed, {counts.get('documents_reused', 0)} reused from "
+            f"the previous store, {counts.get('documents_from_cache', 0)} from the cache"
+        )
     if "rows_read" in counts:
         lines.append(f"  {'rows read':<{width}}{counts['rows_read']} (= documents + dead letters)")
     lines.append(

@@ -44,7 +44,7 @@ class MeanPoolCoder(beam.coders.Coder):
 
 
 class MeanPoolCombineFn(beam.CombineFn):
-    """Mean of ``k x d`` compressions; outputs ``(float32[k, d] mean, n_docs)``."""
+    """Mean of ``k x d`` compressions (and partial pools); outputs ``(float32[k, d] mean, n_docs)``."""
 
     def __init__(self, num_embeddings: int, hidden_size: int):
         super().__init__()
@@ -55,7 +55,12 @@ class MeanPoolCombineFn(beam.CombineFn):
     def create_accumulator(self) -> MeanPool:
         return MeanPool.empty(*self._shape)
 
-    def add_input(self, accumulator: MeanPool, element: np.ndarray) -> MeanPool:
+    def add_input(self, accumulator: MeanPool, element: np.ndarray | MeanPool) -> MeanPool:
+        """One document's ``k x d`` compression, or a partial pool (a previous run's users, incremental runs)."""
+        if isinstance(element, MeanPool):
+            if element.total.shape != self._shape:
+                raise ValueError(f"partial pool has shape {element.total.shape}, expected {self._shape}")
+            return accumulator.merge(element)
         element = np.asarray(element)
         if element.shape != self._shape:
             raise ValueError(f"compression has shape {element.shape}, expected {self._shape}")

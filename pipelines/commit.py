@@ -1,25 +1,27 @@
-"""Stage the job's Parquet output, then commit it with ``_MANIFEST.json`` written last.
+"""Write one run's output as a new store version, then commit it: manifest, then ``LATEST``.
 
 Protocol (any Beam filesystem: local, gs://, s3://):
 
-1. the pipeline writes shards under ``OUTPUT/_staging-<run id>/`` (Beam's sinks
-   themselves write to temp files and rename on success);
+1. the pipeline writes shards under ``OUTPUT/v-<run id>/`` (Beam's sinks themselves
+   write to temp files and rename on success); nothing points there yet;
 2. after the pipeline has finished, :func:`staged_counts` reads the staged footers
    (row counts) and the ``n_docs`` column, which the launcher checks against the
    job's metrics (rows read = documents + dead letters);
-3. :func:`commit` removes the previous manifest first (from then on the directory is
-   *not* a committed store), removes the previous shards, moves the staged shards
-   into ``OUTPUT/``, and finally writes ``_MANIFEST.json`` (to a temporary name,
-   then renamed), which is what makes the directory a store for readers.
+3. :func:`commit` writes the version's ``_MANIFEST.json`` (temp name, then rename),
+   then replaces ``OUTPUT/LATEST`` (temp name, then rename) with the version's name:
+   that single replacement is the commit. Older versions beyond ``keep_versions``
+   and abandoned (manifest-less) older ones are removed afterwards.
 
-A crash at any step leaves either the old committed store, or a directory without a
-manifest that readers refuse; never a manifest describing files that are not there.
+No step touches the previous version's files, so a run killed at any point leaves
+the previous committed store readable and unchanged; its leftovers are an unreferenced
+``v-*`` directory, which the next successful run removes.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -30,14 +32,27 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from commer_core.store import DEAD_LETTER_GLOB, DEAD_LETTER_PREFIX, EMBEDDINGS_GLOB, EMBEDDINGS_PREFIX, MANIFEST_NAME
+from commer_core.store import (
+    DEAD_LETTER_GLOB,
+    DEAD_LETTER_PREFIX,
+    DOCUMENTS_GLOB,
+    DOCUMENTS_PREFIX,
+    EMBEDDINGS_GLOB,
+    EMBEDDINGS_PREFIX,
+    LATEST_NAME,
+    MANIFEST_NAME,
+    VERSION_PREFIX,
+)
+from pipelines.faults import pause_point
 from schemas import StoreManifest
 
 log = logging.getLogger(__name__)
 
 #: Parquet codec of every file the job writes (Beam's default is none).
 PARQUET_CODEC = "zstd"
-STAGING_PREFIX = "_staging-"
+#: Committed versions kept by default: the new one and the one before (for readers
+#: still on it, and for rolling back by rewriting LATEST).
+KEEP_VERSIONS = 2
 
 
 class CommitError(RuntimeError):
@@ -46,14 +61,18 @@ class CommitError(RuntimeError):
 
 @dataclass(frozen=True)
 class StagingArea:
-    """Where one run writes before it commits."""
+    """The version directory one run writes; it becomes the store when :func:`commit` points LATEST at it."""
 
     output: str
     run_id: str
 
     @property
+    def version(self) -> str:
+        return VERSION_PREFIX + self.run_id
+
+    @property
     def root(self) -> str:
-        return FileSystems.join(self.output, STAGING_PREFIX + self.run_id)
+        return FileSystems.join(self.output, self.version)
 
     @property
     def embeddings_prefix(self) -> str:
@@ -64,10 +83,17 @@ class StagingArea:
         return FileSystems.join(self.root, DEAD_LETTER_PREFIX)
 
     def embedding_files(self) -> list[str]:
-        return _match(FileSystems.join(self.root, EMBEDDINGS_GLOB))
+        return match_files(FileSystems.join(self.root, EMBEDDINGS_GLOB))
 
     def dead_letter_files(self) -> list[str]:
-        return _match(FileSystems.join(self.root, DEAD_LETTER_GLOB))
+        return match_files(FileSystems.join(self.root, DEAD_LETTER_GLOB))
+
+    @property
+    def documents_prefix(self) -> str:
+        return FileSystems.join(self.root, DOCUMENTS_PREFIX)
+
+    def document_files(self) -> list[str]:
+        return match_files(FileSystems.join(self.root, DOCUMENTS_GLOB))
 
 
 class _TableWriter:
@@ -105,6 +131,7 @@ class ParquetTableSink(FileBasedSink):
 
     def write_record(self, file_handle: _TableWriter, value: pa.Table) -> None:
         file_handle.writer.write_table(value)
+        pause_point("write_shard")
 
     def close(self, file_handle: _TableWriter) -> None:
         file_handle.writer.close()
@@ -133,7 +160,8 @@ def new_staging_area(output: str) -> StagingArea:
     return area
 
 
-def _match(pattern: str) -> list[str]:
+def match_files(pattern: str) -> list[str]:
+    """Paths matching a Beam filesystem pattern, sorted ([] when nothing matches)."""
     try:
         result = FileSystems.match([pattern])[0]
     except Exception:  # Beam raises BeamIOError when nothing matches on some filesystems
@@ -146,9 +174,9 @@ def _parquet_file(path: str):
 
 
 def staged_counts(area: StagingArea) -> dict[str, int]:
-    """users, documents (sum of n_docs), dead_letters and file counts of the staged output."""
-    users = documents = dead = 0
-    embedding_files, dead_files = area.embedding_files(), area.dead_letter_files()
+    """users, documents (sum of n_docs), indexed documents, dead_letters and file counts of the staged output."""
+    users = documents = dead = indexed = 0
+    embedding_files, dead_files, index_files = area.embedding_files(), area.dead_letter_files(), area.document_files()
     for path in embedding_files:
         with _parquet_file(path) as fh:
             table = pq.ParquetFile(fh).read(columns=["n_docs"])
@@ -157,48 +185,104 @@ def staged_counts(area: StagingArea) -> dict[str, int]:
     for path in dead_files:
         with _parquet_file(path) as fh:
             dead += pq.ParquetFile(fh).metadata.num_rows
+    for path in index_files:
+        with _parquet_file(path) as fh:
+            indexed += pq.ParquetFile(fh).metadata.num_rows
     return {
         "users": users,
         "documents": documents,
+        "indexed_documents": indexed,
         "dead_letters": dead,
         "embedding_files": len(embedding_files),
         "dead_letter_files": len(dead_files),
     }
 
 
-def commit(area: StagingArea, manifest: StoreManifest) -> list[str]:
-    """Move the staged shards into ``area.output`` and write the manifest last; returns the final files."""
-    staged = area.embedding_files() + area.dead_letter_files()
+def commit(area: StagingArea, manifest: StoreManifest, keep_versions: int = KEEP_VERSIONS) -> list[str]:
+    """Write the version's manifest, then point ``LATEST`` at it; returns the version's files."""
+    files = area.embedding_files() + area.document_files() + area.dead_letter_files()
     if not area.embedding_files():
         raise CommitError(f"nothing staged under {area.root}: the pipeline wrote no embeddings file")
-    output = area.output
-    manifest_path = FileSystems.join(output, MANIFEST_NAME)
+    pause_point("before_manifest")
     try:
-        if FileSystems.exists(manifest_path):
-            FileSystems.delete([manifest_path])  # the old store is uncommitted from here on
-        old = _match(FileSystems.join(output, EMBEDDINGS_GLOB)) + _match(FileSystems.join(output, DEAD_LETTER_GLOB))
-        if old:
-            FileSystems.delete(old)
-        final = [FileSystems.join(output, path.rsplit("/", 1)[-1]) for path in staged]
-        FileSystems.rename(staged, final)
-        temp = FileSystems.join(output, f"{MANIFEST_NAME}.{area.run_id}.tmp")
-        with FileSystems.create(temp) as fh:
-            fh.write(manifest.to_json().encode("utf-8"))
-        FileSystems.rename([temp], [manifest_path])
+        previous = read_latest(area.output)
+        _write_atomically(FileSystems.join(area.root, MANIFEST_NAME), manifest.to_json(), area.run_id)
+        pause_point("before_latest")
+        _write_atomically(FileSystems.join(area.output, LATEST_NAME), area.version + "\n", area.run_id)
     except Exception as exc:
-        raise CommitError(f"could not commit the store in {output}: {exc}") from exc
-    abandon(area)
-    return final
+        raise CommitError(f"could not commit the store in {area.output}: {exc}") from exc
+    prune_versions(area.output, area.version, keep_versions, previous or None)
+    return files
+
+
+def _write_atomically(path: str, text: str, run_id: str) -> None:
+    """Write to a temporary sibling, then rename over ``path`` (one object write on object stores)."""
+    temp = f"{path}.{run_id}.tmp"
+    with FileSystems.create(temp) as fh:
+        fh.write(text.encode("utf-8"))
+    if FileSystems.exists(path):
+        FileSystems.delete([path])  # local rename onto an existing file is refused by Beam
+    FileSystems.rename([temp], [path])
+
+
+def read_latest(output: str) -> str | None:
+    """The committed version ``output/LATEST`` names, "" for a flat (version-less) store, None if none."""
+    latest = FileSystems.join(output, LATEST_NAME)
+    try:
+        if FileSystems.exists(latest):
+            with FileSystems.open(latest, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                return fh.read().decode("utf-8", "replace").strip()
+        return "" if FileSystems.exists(FileSystems.join(output, MANIFEST_NAME)) else None
+    except Exception as exc:  # an unreadable location is not a store we may overwrite blindly
+        raise CommitError(f"cannot read {latest}: {exc}") from exc
+
+
+def list_versions(output: str) -> dict[str, bool]:
+    """``{version name: committed?}`` of the ``v-*`` directories under ``output``."""
+    versions: dict[str, bool] = {}
+    prefix = output.rstrip("/") + "/"
+    for path in match_files(FileSystems.join(output, VERSION_PREFIX + "*", "*")):
+        relative = path[len(prefix):] if path.startswith(prefix) else path
+        name, _, rest = relative.partition("/")
+        if name.startswith(VERSION_PREFIX):
+            versions[name] = versions.get(name, False) or rest == MANIFEST_NAME
+    return versions
+
+
+def prune_versions(output: str, current: str, keep_versions: int, previous: str | None = None) -> list[str]:
+    """Remove versions older than ``current`` beyond the ``keep_versions - 1`` most recent committed ones.
+
+    ``previous`` (what LATEST named before this commit) is the first one kept; a version
+    that has a manifest but was never made LATEST (a run killed just before) comes after
+    it. Versions without a manifest (failed runs) are removed, and versions newer than
+    ``current`` (a concurrent run's) are never touched. Best effort: leftovers only cost
+    space, since readers follow LATEST.
+    """
+    versions = list_versions(output)
+    older = sorted((v for v in versions if v < current), reverse=True)
+    committed = [v for v in older if versions[v]]
+    if previous in committed:
+        committed.remove(previous)
+        committed.insert(0, previous)
+    keep = set(committed[: max(keep_versions - 1, 0)])
+    removed = [v for v in older if v not in keep]
+    for version in removed:
+        _delete_tree(FileSystems.join(output, version))
+    return removed
 
 
 def abandon(area: StagingArea) -> None:
-    """Best-effort removal of a staging area (after commit, or after a failed run)."""
-    root = area.root.rstrip("/")
+    """Best-effort removal of a failed run's version directory."""
+    _delete_tree(area.root)
+
+
+def _delete_tree(root: str) -> None:
+    root = root.rstrip("/")
     try:
         if "://" not in root:  # local: a real directory
             if FileSystems.exists(root):
                 FileSystems.delete([root])
-        elif _match(root + "/**"):  # object stores: a trailing slash deletes the whole prefix
+        elif match_files(root + "/**"):  # object stores: a trailing slash deletes the whole prefix
             FileSystems.delete([root + "/"])
-    except Exception as exc:  # leftovers are harmless: readers ignore _staging-* entries
-        log.warning("could not remove staging area %s: %s", area.root, exc)
+    except Exception as exc:  # leftovers are harmless: readers follow LATEST
+        log.warning("could not remove %s: %s", root, exc)

@@ -2,19 +2,24 @@
 
 Graph (every step labelled)::
 
-    ReadCorpus            ReadAllFromParquet(with_filename) over the input pattern
+    ReadCorpus            (file, row group) pairs checked at launch -> rows (invalid UTF-8 reaches Validate)
     Validate              schemas.check_row + duplicate (user_id, doc_id) resolution
+    [PlanAgainstPrevious] --previous: reuse the previous version's means (pipelines.incremental)
+    [ResolveFromCache]    --doc-cache: documents already compressed under this checkpoint
     Tokenize              the compressor's tokenizer, truncated at max_doc_tokens
     Compress              SortAndBatchByTokens + RunInference(CompressorModelHandler)
-    KeyByUser             ((user_id, doc_id), k x d) -> (user_id, k x d)
+    [WriteCache]          --doc-cache: tonight's compressions, for later runs
+    KeyByUser             ((user_id, doc_id, sha256), k x d) -> (user_id, k x d)
     MeanPoolPerUser       CombinePerKey(MeanPoolCombineFn): float64 (sum, count)
     GroupUsersByRange     user-id quantile ranges (so row groups hold nearby ids, for lookups)
     ToStoreTables         sorted pa.Tables in schemas.store_schema(k, d), one per row group
-    WriteEmbeddings       Parquet (zstd, one row group per table) into the staging area
+    WriteEmbeddings       Parquet (zstd, one row group per table) into the new version directory
+    WriteDocumentIndex    (user_id, doc_id, text_sha256) of every document the means cover
     FlattenDeadLetters -> CountDeadLetters -> WriteDeadLetters
 
-then, on the launcher, counts are checked (rows read = documents + dead letters) and
-:mod:`pipelines.commit` moves the shards into place and writes ``_MANIFEST.json`` last.
+then, on the launcher, counts are checked (rows read = documents + dead letters, the
+index covers exactly the documents averaged) and :mod:`pipelines.commit` writes the
+version's ``_MANIFEST.json`` and then points ``LATEST`` at it.
 
 Entry points: :func:`run` (argv in the Beam-example style, with ``test_pipeline``),
 :func:`run_job` (already-parsed :class:`CompressParams`), :func:`build` (the graph
@@ -40,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquet, WriteToParquet
+from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
@@ -54,14 +59,28 @@ from apache_beam.runners.runner import PipelineState
 
 from pipelines.combine import MeanPoolCombineFn, user_key
 from pipelines.commit import (
+    KEEP_VERSIONS,
     PARQUET_CODEC,
     CommitError,
     StagingArea,
     WriteParquetTables,
     abandon,
     commit,
+    match_files,
     new_staging_area,
+    read_latest,
     staged_counts,
+)
+from pipelines.incremental import (
+    CACHE_FILE_PREFIX,
+    HIT_TAG,
+    INDEX_TAG,
+    PARTIAL_TAG,
+    PlanAgainstPrevious,
+    ResolveFromCache,
+    WriteCache,
+    cache_directory,
+    index_row,
 )
 from pipelines.model_handler import (
     CompressDocuments,
@@ -70,8 +89,16 @@ from pipelines.model_handler import (
     materialize_checkpoint,
     quiet_transformers,
 )
+from pipelines.read_corpus import ReadCorpusFiles
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, ValidateRows
-from schemas import DEAD_LETTER_SCHEMA, TIMESTAMP_TYPE, StoreManifest, store_schema, validate_corpus_schema
+from schemas import (
+    DEAD_LETTER_SCHEMA,
+    DOCUMENT_INDEX_SCHEMA,
+    TIMESTAMP_TYPE,
+    StoreManifest,
+    store_schema,
+    validate_corpus_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +136,20 @@ class CompressParams:
     progress_every: int = 32
     store_ranges: int = 256
     rows_per_row_group: int = 64
+    previous: str | None = None
+    doc_cache: str | None = None
+    full_snapshot: bool = False
+    overwrite: bool = False
+    keep_versions: int = KEEP_VERSIONS
 
     def __post_init__(self) -> None:
         if not self.output:
             raise ValueError("--output must not be empty")
-        for name in ("batch_tokens", "max_batch_size", "store_ranges", "rows_per_row_group"):
+        if self.input is not None and not self.input.strip():
+            raise ValueError("--input must not be empty (omit it to run on the generated sample corpus)")
+        if self.full_snapshot and not self.previous:
+            raise ValueError("--full-snapshot only applies with --previous (without it every run is a full snapshot)")
+        for name in ("batch_tokens", "max_batch_size", "store_ranges", "rows_per_row_group", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.max_doc_tokens is not None and self.max_doc_tokens < 1:
@@ -145,6 +181,11 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--share-model", dest="share_model", action="store_true")
     p.add_argument("--progress-every", dest="progress_every", type=int, default=d.progress_every)
     p.add_argument("--store-ranges", dest="store_ranges", type=int, default=d.store_ranges)
+    p.add_argument("--previous", default=None, help="store to update incrementally")
+    p.add_argument("--doc-cache", dest="doc_cache", default=None, help="per-document compression cache directory")
+    p.add_argument("--full-snapshot", dest="full_snapshot", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a committed store at --output")
+    p.add_argument("--keep-versions", dest="keep_versions", type=int, default=d.keep_versions)
     return p
 
 
@@ -162,6 +203,7 @@ class JobPlan:
     params: CompressParams
     input_pattern: str
     input_files: tuple[str, ...]
+    input_row_groups: tuple[tuple[str, int], ...]
     output: str
     checkpoint: str
     checkpoint_fingerprint: str
@@ -173,6 +215,23 @@ class JobPlan:
     max_doc_tokens: int
     runner: str
     processes_per_worker: int | None
+    previous: PreviousVersion | None = None
+    cache_root: str | None = None
+    cache_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreviousVersion:
+    """The committed store version an incremental run builds on (its files as Beam URIs)."""
+
+    uri: str
+    version: str | None
+    embedding_files: tuple[str, ...]
+    document_files: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.uri} ({self.version})" if self.version else self.uri
 
 
 def _is_local(uri: str) -> bool:
@@ -201,30 +260,52 @@ def match_input(pattern: str) -> list[str]:
     return files
 
 
-def check_first_file(path: str, params: CompressParams) -> None:
-    """Schema of the first input file, checked before any worker starts."""
+def read_footer(path: str) -> tuple[pa.Schema, int]:
+    """The Arrow schema and row-group count in a Parquet file's footer (reads the footer only)."""
     import pyarrow.parquet as pq
-
-    from schemas import SchemaError
 
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-            schema = pq.ParquetFile(fh).schema_arrow
+            parquet = pq.ParquetFile(fh)
+            return parquet.schema_arrow, parquet.metadata.num_row_groups
     except Exception as exc:
         raise CompressError(f"--input file {path} is not a readable Parquet file: {exc}") from exc
-    try:
-        validate_corpus_schema(
-            schema,
-            source=path,
-            user_column=params.user_column,
-            doc_id_column=params.doc_id_column,
-            text_column=params.text_column,
-        )
-    except SchemaError as exc:
+
+
+def check_input_schemas(files: Sequence[str], params: CompressParams, threads: int = 16) -> list[tuple[str, int]]:
+    """Every input file's footer, checked before any worker starts; returns ``[(file, row groups)]``.
+
+    One error names each bad file and column.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from schemas import SchemaError
+
+    row_groups: dict[str, int] = {}
+
+    def problem(path: str) -> str | None:
+        try:
+            schema, row_groups[path] = read_footer(path)
+            validate_corpus_schema(
+                schema,
+                source=path,
+                user_column=params.user_column,
+                doc_id_column=params.doc_id_column,
+                text_column=params.text_column,
+            )
+        except (SchemaError, CompressError) as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        problems = [p for p in pool.map(problem, files) if p]
+    if problems:
+        more = f" (and {len(problems) - 3} more files)" if len(problems) > 3 else ""
         raise CompressError(
-            f"{exc}. Expected columns {params.user_column!r}, {params.doc_id_column!r}, {params.text_column!r} "
-            "(rename them with --user-column / --doc-id-column / --text-column)"
-        ) from exc
+            "; ".join(problems[:3]) + more + f". Expected columns {params.user_column!r}, {params.doc_id_column!r}, "
+            f"{params.text_column!r} (rename them with --user-column / --doc-id-column / --text-column)"
+        )
+    return [(path, row_groups[path]) for path in files]
 
 
 def runner_name(options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> str:
@@ -257,7 +338,7 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
 
     pattern = resolve_input(params.input)
     files = match_input(pattern)
-    check_first_file(files[0], params)
+    row_groups = check_input_schemas(files, params)
 
     checkpoint = params.checkpoint or str(default_checkpoint_path())
     try:
@@ -282,15 +363,18 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
                 f"{base['name']!r} (sha256 {sha[:12]}... vs {base['weights_sha256'][:12]}...)"
             )
     runner = runner_name(options, pipeline)
-    output = params.output
-    if _is_local(output):
-        output = os.path.abspath(os.path.expanduser(output[len("file://"):] if output.startswith("file://") else output))
-        if os.path.exists(output) and not os.path.isdir(output):
-            raise CompressError(f"--output {output} exists and is not a directory")
+    output = normalize_location(params.output)
+    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+        raise CompressError(f"--output {output} exists and is not a directory")
+    k, d = int(compressor_cfg["num_embeddings"]), int(compressor_cfg["hidden_size"])
+    previous = open_previous(params.previous, fp, k, d) if params.previous else None
+    check_overwrite(output, params, previous)
+    cache_root = normalize_location(params.doc_cache) if params.doc_cache else None
     return JobPlan(
         params=params,
         input_pattern=pattern,
         input_files=tuple(files),
+        input_row_groups=tuple(row_groups),
         output=output,
         checkpoint=checkpoint if not _is_local(checkpoint) else str(local_ckpt.resolve()),
         checkpoint_fingerprint=fp,
@@ -302,7 +386,64 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
         max_doc_tokens=params.max_doc_tokens or int(compressor_cfg["max_doc_tokens"]),
         runner=runner,
         processes_per_worker=processes_per_worker(options, runner),
+        previous=previous,
+        cache_root=cache_root,
+        cache_files=tuple(cache_files(cache_root, fp)) if cache_root else (),
     )
+
+
+def normalize_location(uri: str) -> str:
+    """Absolute local paths (``file://`` stripped); other URIs without a trailing slash."""
+    if _is_local(uri):
+        return os.path.abspath(os.path.expanduser(uri[len("file://"):] if uri.startswith("file://") else uri))
+    return uri.rstrip("/")
+
+
+def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion:
+    """The ``--previous`` store, checked: same checkpoint, and a document index to compare against."""
+    from commer_core.store import StoreError, open_store
+
+    location = normalize_location(uri)
+    try:
+        store = open_store(location)
+    except StoreError as exc:
+        raise CompressError(f"--previous {uri}: {exc}") from exc
+    if store.checkpoint_fingerprint != fingerprint:
+        raise CompressError(
+            f"--previous {uri} was built with checkpoint {store.checkpoint_fingerprint[:12]}..., not "
+            f"{fingerprint[:12]}...: a new checkpoint needs a full recompute (run without --previous, "
+            "with --overwrite; see docs/OPERATIONS.md)"
+        )
+    if (store.num_embeddings, store.hidden_size) != (k, d):
+        raise CompressError(f"--previous {uri} holds k={store.num_embeddings} x d={store.hidden_size}, not {k} x {d}")
+    if store.manifest.counts.get("documents", 0) and not store.document_files:
+        raise CompressError(f"--previous {uri} has no document index (documents-*.parquet): run once without --previous")
+    as_uri = (lambda path: path) if _is_local(location) else (lambda path: f"{location.split('://')[0]}://{path}")
+    return PreviousVersion(
+        uri=location,
+        version=store.version,
+        embedding_files=tuple(as_uri(f) for f in store.embedding_files),
+        document_files=tuple(as_uri(f) for f in store.document_files),
+    )
+
+
+def check_overwrite(output: str, params: CompressParams, previous: PreviousVersion | None) -> None:
+    """Refuse to replace a committed store unless told to (``--overwrite``) or updating it (``--previous``)."""
+    try:
+        latest = read_latest(output)
+    except CommitError as exc:
+        raise CompressError(str(exc)) from exc
+    if latest is None or params.overwrite or (previous is not None and previous.uri == output):
+        return
+    raise CompressError(
+        f"--output {output} already holds a committed store{f' (version {latest})' if latest else ''}; "
+        f"pass --overwrite to replace it, or --previous {output} to update it incrementally"
+    )
+
+
+def cache_files(cache_root: str, fingerprint: str) -> list[str]:
+    """Existing cache shards for this checkpoint (none yet is fine: the run starts the cache)."""
+    return match_files(FileSystems.join(cache_directory(cache_root, fingerprint), f"{CACHE_FILE_PREFIX}-*.parquet"))
 
 
 # -- DoFns ----------------------------------------------------------------------------------
@@ -311,7 +452,7 @@ _PROGRESS: dict[str, list[float]] = {}  # job id -> [documents seen in this proc
 
 
 class KeyByUser(beam.DoFn):
-    """``((user_id, doc_id), k x d)`` -> ``(user_id, k x d)``; counts, and logs progress per process."""
+    """``((user_id, doc_id, sha256), k x d)`` -> ``(user_id, k x d)``; counts, and logs progress per process."""
 
     def __init__(self, progress_every: int = 0, job_id: str = ""):
         self._progress_every = progress_every
@@ -322,8 +463,8 @@ class KeyByUser(beam.DoFn):
         with _PROGRESS_LOCK:
             _PROGRESS.setdefault(self._job_id, [0, time.monotonic()])
 
-    def process(self, element: tuple[tuple[str, str], np.ndarray]):
-        (user_id, _doc_id), compression = element
+    def process(self, element: tuple[tuple[str, str, str], np.ndarray]):
+        (user_id, _doc_id, _sha), compression = element
         self._compressed.inc()
         if self._progress_every:
             with _PROGRESS_LOCK:
@@ -440,20 +581,41 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed
         processes_per_worker=plan.processes_per_worker,
         large_model=p.share_model,
     )
-    rows = (
-        pipeline
-        | "InputPattern" >> beam.Create([plan.input_pattern])
-        | "ReadCorpus" >> ReadAllFromParquet(
-            columns=[p.user_column, p.doc_id_column, p.text_column], with_filename=True
-        )
+    rows = pipeline | "ReadCorpus" >> ReadCorpusFiles(
+        plan.input_row_groups, [p.user_column, p.doc_id_column, p.text_column]
     )
     validated = rows | "Validate" >> ValidateRows(p.user_column, p.doc_id_column, p.text_column)
-    tokenized = validated["docs"] | "Tokenize" >> beam.ParDo(
+    docs, reused, indexed = validated["docs"], [], []
+    if plan.previous is not None:
+        planned = docs | "PlanAgainstPrevious" >> PlanAgainstPrevious(
+            plan.previous.embedding_files, plan.previous.document_files, (k, d), p.full_snapshot
+        )
+        docs = planned.needed
+        reused.append(planned[PARTIAL_TAG])
+        indexed.append(planned[INDEX_TAG])
+    if plan.cache_root is not None:
+        resolved = docs | "ResolveFromCache" >> ResolveFromCache(plan.cache_files, (k, d), plan.checkpoint_fingerprint)
+        docs = resolved.miss
+    tokenized = docs | "Tokenize" >> beam.ParDo(
         TokenizeDocs(plan.base_model, plan.max_doc_tokens)
     ).with_outputs(DEAD_LETTER_TAG, main="tokens")
     compressed = tokenized.tokens | "Compress" >> CompressDocuments(handler)
     per_doc = compressed | "KeyByUser" >> beam.ParDo(KeyByUser(p.progress_every, staging.run_id))
-    per_user = per_doc | "MeanPoolPerUser" >> beam.CombinePerKey(MeanPoolCombineFn(k, d))
+    keyed = [compressed]
+    if plan.cache_root is not None:
+        _ = compressed | "WriteCache" >> WriteCache(plan.cache_root, staging.run_id, (k, d), plan.checkpoint_fingerprint)
+        hits = resolved[HIT_TAG]
+        keyed.append(hits)
+        reused.append(hits | "KeyCacheHitsByUser" >> beam.Map(lambda kv: (user_key(kv[0][0]), kv[1])))
+    pool_inputs = (per_doc, *reused) | "FlattenPoolInputs" >> beam.Flatten() if reused else per_doc
+    per_user = pool_inputs | "MeanPoolPerUser" >> beam.CombinePerKey(MeanPoolCombineFn(k, d))
+    new_rows = tuple(keyed) | "FlattenCompressedKeys" >> beam.Flatten() | "ToIndexRows" >> beam.Map(
+        lambda kv: index_row(kv[0])
+    )
+    index = (new_rows, *indexed) | "FlattenDocumentIndex" >> beam.Flatten()
+    _ = index | "WriteDocumentIndex" >> WriteToParquet(
+        staging.documents_prefix, schema=DOCUMENT_INDEX_SCHEMA, codec=PARQUET_CODEC, file_name_suffix=".parquet"
+    )
     tables = (
         per_user
         | "GroupUsersByRange" >> GroupUsersByRange(p.store_ranges)
@@ -473,7 +635,8 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed
         codec=PARQUET_CODEC,
         file_name_suffix=".parquet",
     )
-    return {"per_document": per_doc, "per_user": per_user, "dead_letters": dead_letters, "tables": tables}
+    return {"per_document": per_doc, "per_user": per_user, "dead_letters": dead_letters, "tables": tables,
+            "document_index": index}
 
 
 # -- running and committing -------------------------------------------------------------------
@@ -486,6 +649,7 @@ class CompressResult:
     counts: dict[str, int]
     pipeline_seconds: float
     files: list[str] = field(default_factory=list)
+    version: str = ""
 
     @property
     def docs_per_second(self) -> float:
@@ -581,23 +745,8 @@ def run_job(
     try:
         counts = staged_counts(staging)
         metrics, committed = metric_counts(result) or ({}, False)
-        counts.update(
-            {
-                name: metrics[name]
-                for name in ("rows_read", "compressed", "dead_lettered", "truncated", "users_written",
-                             "doc_tokens_total", "doc_tokens_max", "inference_ms", "model_load_ms")
-                if name in metrics
-            }
-        )
-        written = counts["documents"] + counts["dead_letters"]
-        conserved = counts.get("rows_read", 0) == written
-        if not committed and not conserved:
-            echo("commer: warning: the runner reported no committed metrics; rows read could not be checked")
-        elif not conserved:
-            raise CommitError(
-                f"counts do not add up: rows read {counts.get('rows_read', 0)} != documents {counts['documents']} "
-                f"+ dead letters {counts['dead_letters']}"
-            )
+        counts.update({name: value for name, value in metrics.items() if name not in counts})
+        check_counts(counts, committed, echo)
         if counts["users"] == 0:
             echo("commer: warning: no valid document: the store has no user (see the dead letters)")
         manifest = StoreManifest(
@@ -612,12 +761,36 @@ def run_job(
             started_at=started,
             finished_at=finished,
             package_version=package_version(),
+            previous_store=plan.previous.label if plan.previous else None,
         )
-        files = commit(staging, manifest)
+        files = commit(staging, manifest, plan.params.keep_versions)
     except Exception:
         abandon(staging)
         raise
-    return CompressResult(plan.output, manifest, counts, seconds, files)
+    return CompressResult(plan.output, manifest, counts, seconds, files, staging.version)
+
+
+def check_counts(counts: dict[str, int], committed: bool, echo: Callable[[str], None]) -> None:
+    """Nothing lost: rows read = tonight's documents + dead letters; the index covers every averaged document.
+
+    Tonight's documents are the store's documents minus those carried over unchanged
+    from a previous version for users absent from tonight's input.
+    """
+    if counts.get("indexed_documents", counts["documents"]) != counts["documents"]:
+        raise CommitError(
+            f"the document index lists {counts['indexed_documents']} documents but the means average "
+            f"{counts['documents']}"
+        )
+    carried = counts.get("documents_carried", 0)
+    written = counts["documents"] - carried + counts["dead_letters"]
+    conserved = counts.get("rows_read", 0) == written
+    if not committed and not conserved:
+        echo("commer: warning: the runner reported no committed metrics; rows read could not be checked")
+    elif not conserved:
+        raise CommitError(
+            f"counts do not add up: rows read {counts.get('rows_read', 0)} != documents {counts['documents']} "
+            f"- carried over {carried} + dead letters {counts['dead_letters']}"
+        )
 
 
 def package_version() -> str:

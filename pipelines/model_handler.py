@@ -2,7 +2,7 @@
 
 The pieces, in the order a document meets them:
 
-* :class:`TokenizeDocs` turns a validated document into ``((user_id, doc_id), token_ids)``
+* :class:`TokenizeDocs` turns a validated document into ``((user_id, doc_id, sha256), token_ids)``
   with the compressor's own truncation rule (``commer_core.compressor.tokenize_documents``),
   counting truncations and the token-length distribution.
 * :class:`CompressDocuments` batches by *token budget*: Beam's ``SortAndBatchElements``
@@ -46,8 +46,8 @@ from schemas import dead_letter_row
 
 log = logging.getLogger(__name__)
 
-#: ``(user_id, doc_id)``: the key a document carries through inference.
-DocKey = tuple[str, str]
+#: ``(user_id, doc_id, text_sha256)``: the key a document carries through inference.
+DocKey = tuple[str, str, str]
 KeyedTokens = tuple[DocKey, list[int]]
 KeyedCompression = tuple[DocKey, np.ndarray]
 
@@ -129,7 +129,7 @@ def load_tokenizer(base_model: str) -> Any:
 
 
 class TokenizeDocs(beam.DoFn):
-    """CorpusDoc -> ``((user_id, doc_id), token_ids)``; truncates at ``max_doc_tokens`` and counts it.
+    """CorpusDoc -> ``((user_id, doc_id, text_sha256), token_ids)``; truncates at ``max_doc_tokens`` and counts it.
 
     A document whose text yields no token is dead-lettered (stage ``tokenize``).
     """
@@ -165,7 +165,7 @@ class TokenizeDocs(beam.DoFn):
         if tokens.truncated:
             self._truncated.inc()
         self._doc_tokens.update(len(tokens.ids))
-        yield (doc.user_id, doc.doc_id), list(tokens.ids)
+        yield doc.key(), list(tokens.ids)
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def threads_for(processes_per_worker: int | None, cores: int | None = None) -> i
 
 
 class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedCompressor]):
-    """Keyed ``((user_id, doc_id), token_ids)`` -> ``((user_id, doc_id), float32[k, d])``.
+    """Keyed ``(doc key, token_ids)`` -> ``(doc key, float32[k, d])``.
 
     Args:
       checkpoint: checkpoint directory (local path or any Beam filesystem URI).
@@ -316,7 +316,7 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
 
 
 class CompressDocuments(beam.PTransform):
-    """``((user_id, doc_id), token_ids)`` -> ``((user_id, doc_id), float32[k, d])``.
+    """``(doc key, token_ids)`` -> ``(doc key, float32[k, d])``.
 
     Sort-and-batch by padded token count (Beam's ``SortAndBatchElements``), then
     ``RunInference`` on the pre-batched elements.

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from schemas import check_row, dead_letter_row, normalize_row
+from schemas import check_row, dead_letter_row, normalize_row, text_sha256
 
 METRICS_NAMESPACE = "commer"
 DEAD_LETTER_TAG = "dead_letter"
@@ -35,6 +35,10 @@ class CorpusDoc(NamedTuple):
     doc_id: str
     text: str
     source: str | None = None
+
+    def key(self) -> tuple[str, str, str]:
+        """``(user_id, doc_id, text_sha256)``: what a store's document index and the cache know it by."""
+        return self.user_id, self.doc_id, text_sha256(self.text)
 
 
 class CheckRows(beam.DoFn):

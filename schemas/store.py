@@ -100,12 +100,17 @@ class StoreManifest:
     format_version: int = field(
         default=MANIFEST_FORMAT_VERSION, metadata=_doc("Manifest format version (currently 1).")
     )
+    previous_store: str | None = field(
+        default=None,
+        metadata=_doc("The store version an incremental run updated (--previous); null for a full recompute."),
+    )
 
     def __post_init__(self) -> None:
         for name in ("checkpoint_fingerprint", "base_model", "input_pattern", "runner", "package_version"):
             _require_str(name, getattr(self, name))
-        if self.base_model_sha256 is not None:
-            _require_str("base_model_sha256", self.base_model_sha256)
+        for name in ("base_model_sha256", "previous_store"):
+            if getattr(self, name) is not None:
+                _require_str(name, getattr(self, name))
         for name in ("num_embeddings", "hidden_size"):
             _check_positive_int(f"manifest field {name!r}", getattr(self, name))
         _check_positive_int("manifest field 'format_version'", self.format_version)

@@ -37,3 +37,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-data fixtures not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny-random checkpoint (k=4, d=64) whose LoRA perturbs the backbone."""
+    from commer_core.backbone import load_backbone
+    from commer_core.checkpoint import save_checkpoint
+    from tests.helpers import make_compressor
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(make_compressor(load_backbone("tiny-random")), path, trained=False)
+    return path

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from commer_core.backbone import Backbone
@@ -29,3 +33,36 @@ DOCS = [
     "I went hiking in the Alps last summer with my sister and we saw ibex near the glacier.",
     "Quarterly revenue rose by four percent.",
 ]
+
+
+# -- corpora and command lines for the compress job ------------------------------------------
+MAX_DOC_TOKENS = 16
+
+
+def write_corpus(directory, rows, n_files: int = 2) -> str:
+    """``rows`` (user_id, doc_id, text dicts) round-robin into ``n_files`` Parquet files; returns the pattern."""
+    os.makedirs(directory, exist_ok=True)
+    schema = pa.schema([("user_id", pa.string()), ("doc_id", pa.string()), ("text", pa.string())])
+    for i in range(n_files):
+        pq.write_table(pa.Table.from_pylist(rows[i::n_files], schema=schema), os.path.join(directory, f"part-{i}.parquet"))
+    return os.path.join(directory, "*.parquet")
+
+
+def job_args(corpus: str, output, checkpoint, *extra: str) -> list[str]:
+    """The compress job's argv for a small, fast run."""
+    return [
+        "--input", corpus, "--output", str(output), "--checkpoint", str(checkpoint),
+        "--max-doc-tokens", str(MAX_DOC_TOKENS), "--batch-tokens", "96", "--progress-every", "0", *extra,
+    ]
+
+
+def write_corrupt_parquet(path) -> None:
+    """A Parquet file whose footer (schema) is valid but whose data pages are garbage."""
+    rows = [{"user_id": f"u{i}", "doc_id": "d", "text": f"some text {i}" * 5} for i in range(50)]
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
+    column = pq.ParquetFile(path).metadata.row_group(0).column(2)
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    data = bytearray(open(path, "rb").read())
+    data[start + 8 : start + column.total_compressed_size - 2] = b"Z" * (column.total_compressed_size - 10)
+    with open(path, "wb") as fh:
+        fh.write(bytes(data))

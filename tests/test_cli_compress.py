@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from commer_core.store import MANIFEST_NAME, open_store
+from commer_core.store import LATEST_NAME, MANIFEST_NAME, open_store
 from jobs.cli import cli
 
 X = "Our choir rehearsed the Brahms requiem twice this week, and the tenors finally found the pitch."
@@ -43,33 +43,23 @@ BAD = [  # (row, expected reason fragment)
     (("misc", "e4", None), "text is null"),
     (("only-x", "a", X), "duplicate (user_id, doc_id): same text"),
 ]
-WRONG_TYPES = [("misc", 1.5, "a float doc id"), ("misc", 2.5, "another float doc id")]  # a second file
+INT_IDS = [("misc", 41, "A second file whose doc ids are integers."), ("misc", 42, "Another one.")]
 
 
-def write_corpus(directory, rows, wrong_types=WRONG_TYPES) -> str:
+def write_corpus(directory, rows, int_ids=INT_IDS) -> str:
+    """``rows`` in one file, and a second file with integer doc ids (stringified by the job)."""
     os.makedirs(directory, exist_ok=True)
     schema = pa.schema([("user_id", pa.string()), ("doc_id", pa.string()), ("text", pa.string())])
     table = pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
     pq.write_table(table, os.path.join(directory, "a-main.parquet"))
-    odd = pa.schema([("user_id", pa.string()), ("doc_id", pa.float64()), ("text", pa.string())])
-    pq.write_table(pa.Table.from_pylist([dict(zip(odd.names, r)) for r in wrong_types], schema=odd),
-                   os.path.join(directory, "b-odd-types.parquet"))
+    ints = pa.schema([("user_id", pa.string()), ("doc_id", pa.int64()), ("text", pa.string())])
+    pq.write_table(pa.Table.from_pylist([dict(zip(ints.names, r)) for r in int_ids], schema=ints),
+                   os.path.join(directory, "b-int-ids.parquet"))
     return os.path.join(directory, "*.parquet")
 
 
 def invoke(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from commer_core.backbone import load_backbone
-    from commer_core.checkpoint import save_checkpoint
-    from tests.helpers import make_compressor
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(make_compressor(load_backbone("tiny-random")), path, trained=False)
-    return path
 
 
 def compress(corpus: str, output, checkpoint, *extra: str):
@@ -95,10 +85,11 @@ def test_compress_commits_and_prints_a_summary(first_run):
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     assert f"committed {root / 'store'}" in result.output
-    for line in ("users         5", "documents     7", "dead letters  7", "rows read     14", "docs/s"):
+    for line in ("users         5", "documents     9", "dead letters  5", "rows read     14", "docs/s"):
         assert line in result.output, line
     assert "documents compressed" in result.output  # progress lines
-    assert (root / "store" / MANIFEST_NAME).is_file()
+    version = (root / "store" / LATEST_NAME).read_text().strip()
+    assert f"version {version}" in result.output and (root / "store" / version / MANIFEST_NAME).is_file()
 
 
 def test_identical_documents_and_means_of_users(first_run):
@@ -113,22 +104,22 @@ def test_dead_letters_have_reasons_and_counts_add_up(first_run):
     root, _ = first_run
     store = open_store(root / "store")
     counts = store.manifest.counts
-    assert counts["rows_read"] == len(GOOD) + len(BAD) + len(WRONG_TYPES)
+    assert counts["rows_read"] == len(GOOD) + len(BAD) + len(INT_IDS)
     assert counts["rows_read"] == counts["documents"] + counts["dead_letters"]
-    assert counts["documents"] == len(GOOD) and counts["users"] == 5
+    assert counts["documents"] == len(GOOD) + len(INT_IDS) and counts["users"] == 5
     dead = store.dead_letters().to_pylist()
-    assert len(dead) == counts["dead_letters"] == len(BAD) + len(WRONG_TYPES)
+    assert len(dead) == counts["dead_letters"] == len(BAD)
     for (user, doc_id, _), reason in BAD:
         assert any(d["doc_id"] == doc_id and reason in d["reason"] for d in dead), reason
-    odd = [d for d in dead if d["source"].endswith("b-odd-types.parquet")]
-    assert len(odd) == 2 and all("doc_id is not a string or integer (got float)" in d["reason"] for d in odd)
+    index = store.documents().to_pylist()
+    assert {("misc", "41"), ("misc", "42")} <= {(r["user_id"], r["doc_id"]) for r in index}
 
 
 def test_shuffled_input_gives_the_same_embeddings(first_run, tmp_path, tiny_checkpoint):
     root, _ = first_run
     rows = GOOD + [row for row, _ in BAD]
     random.Random(7).shuffle(rows)
-    corpus = write_corpus(tmp_path / "corpus", rows, wrong_types=list(reversed(WRONG_TYPES)))
+    corpus = write_corpus(tmp_path / "corpus", rows, int_ids=list(reversed(INT_IDS)))
     result = compress(corpus, tmp_path / "store", tiny_checkpoint, "--batch-tokens", "64")
     assert result.exit_code == 0, result.output
     before, after = embeddings(root / "store"), embeddings(tmp_path / "store")
@@ -143,7 +134,7 @@ def test_inspect_prints_manifest_and_rows(first_run, tiny_checkpoint):
     assert result.exit_code == 0, result.output
     assert '"checkpoint_fingerprint"' in result.output and "compatible" in result.output
     assert "k x d = 4 x 64" in result.output and result.output.count("n_docs=") == 2
-    assert "dead letters: 7" in result.output
+    assert "dead letters: 5" in result.output
     result = invoke("inspect", str(root / "store"), "--user", "x-and-y", "--user", "ghost")
     assert "x-and-y: n_docs=2" in result.output and "ghost: not in the store" in result.output
 
@@ -151,7 +142,7 @@ def test_inspect_prints_manifest_and_rows(first_run, tiny_checkpoint):
 def test_inspect_refuses_an_uncommitted_directory(first_run, tmp_path):
     root, _ = first_run
     shutil.copytree(root / "store", tmp_path / "copy")
-    os.remove(tmp_path / "copy" / MANIFEST_NAME)
+    os.remove(tmp_path / "copy" / (tmp_path / "copy" / LATEST_NAME).read_text().strip() / MANIFEST_NAME)
     result = invoke("inspect", str(tmp_path / "copy"))
     assert result.exit_code == 1 and "not a committed store" in result.output
     assert "Traceback" not in result.output
@@ -161,7 +152,7 @@ def test_no_input_runs_the_embedded_sample_corpus(tmp_path, tiny_checkpoint):
     result = invoke("compress", "--checkpoint", str(tiny_checkpoint), "--output", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "sample corpus" in result.output
-    counts = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["counts"]
+    counts = open_store(tmp_path / "out").manifest.counts
     assert counts["users"] == 6 and counts["documents"] == 42 and counts["dead_letters"] == 2
 
 
@@ -193,7 +184,7 @@ def test_bad_input_fails_with_one_clear_message(tmp_path, tiny_checkpoint):
     _one_error_line(compress(corpus, out, broken), "checkpoint", "altered")
     _one_error_line(compress(corpus, out, tmp_path / "no-such-ckpt"), "checkpoint", "not usable: no such directory")
     _one_error_line(compress(corpus, out, tiny_checkpoint, "--", "--runner=NoSuchRunner"), "NoSuchRunner")
-    assert not os.path.exists(out) or not os.path.exists(os.path.join(out, MANIFEST_NAME))
+    assert not os.path.exists(os.path.join(out, LATEST_NAME))
 
     usage = invoke("compress", "--device", "tpu")
     assert usage.exit_code == 2 and "Traceback" not in usage.output

@@ -20,9 +20,9 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from commer_core.merge import MeanPool
-from commer_core.store import MANIFEST_NAME, open_store
+from commer_core.store import LATEST_NAME, MANIFEST_NAME, open_store
+from tests.helpers import MAX_DOC_TOKENS, job_args, write_corpus, write_corrupt_parquet
 
-MAX_DOC_TOKENS = 16
 LONG = "The committee met again on Tuesday to discuss the harbour project, the budget and the timetable in detail."
 TEXTS = {
     "alice": ["I baked bread this morning.", "Sourdough needs a lively starter.", LONG],
@@ -50,25 +50,6 @@ def corpus_rows() -> list[dict]:
     return rows + [row for row, _ in PLANTED]
 
 
-def write_corpus(directory, rows, n_files: int = 2) -> str:
-    os.makedirs(directory, exist_ok=True)
-    schema = pa.schema([("user_id", pa.string()), ("doc_id", pa.string()), ("text", pa.string())])
-    for i in range(n_files):
-        pq.write_table(pa.Table.from_pylist(rows[i::n_files], schema=schema), os.path.join(directory, f"part-{i}.parquet"))
-    return os.path.join(directory, "*.parquet")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from commer_core.backbone import load_backbone
-    from commer_core.checkpoint import save_checkpoint
-    from tests.helpers import make_compressor
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(make_compressor(load_backbone("tiny-random")), path, trained=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def core_reference(tiny_checkpoint):
     """commer_core alone: ({user: (mean k x d, n_docs)}, number of truncated documents)."""
@@ -90,13 +71,6 @@ def core_reference(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def expected_means(core_reference):
     return core_reference[0]
-
-
-def job_args(corpus: str, output, checkpoint, *extra: str) -> list[str]:
-    return [
-        "--input", corpus, "--output", str(output), "--checkpoint", str(checkpoint),
-        "--max-doc-tokens", str(MAX_DOC_TOKENS), "--batch-tokens", "96", "--progress-every", "0", *extra,
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +118,17 @@ def test_store_layout_manifest_and_readers(in_process_run, tiny_checkpoint):
     from commer_core.checkpoint import fingerprint
 
     corpus, result = in_process_run
-    out = result.output
+    assert sorted(os.listdir(result.output)) == sorted([LATEST_NAME, result.version])
+    assert open(os.path.join(result.output, LATEST_NAME)).read().strip() == result.version
+    out = os.path.join(result.output, result.version)
     names = sorted(os.listdir(out))
-    assert MANIFEST_NAME in names and not [n for n in names if n.startswith("_staging")]
-    assert glob.glob(os.path.join(out, "embeddings-*.parquet")) and glob.glob(os.path.join(out, "dead_letter-*.parquet"))
+    assert MANIFEST_NAME in names
+    for prefix in ("embeddings", "documents", "dead_letter"):
+        assert glob.glob(os.path.join(out, f"{prefix}-*.parquet")), prefix
+    index = open_store(result.output).documents()
+    assert index.num_rows == result.counts["documents"] == sum(len(t) for t in TEXTS.values())
+    assert set(zip(index.column("user_id").to_pylist(), index.column("doc_id").to_pylist())) == {
+        (user, f"{user}-{i}") for user, texts in TEXTS.items() for i in range(len(texts))}
     m = result.manifest
     assert (m.checkpoint_fingerprint, m.base_model, m.num_embeddings, m.hidden_size) == (
         fingerprint(tiny_checkpoint), "tiny-random", 4, 64)
@@ -196,26 +177,33 @@ def test_a_failed_rerun_leaves_the_committed_store_untouched(tmp_path, tiny_chec
     corpus = write_corpus(tmp_path / "corpus", corpus_rows()[:3], n_files=1)
     first = run(job_args(corpus, tmp_path / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
     before = sorted(os.listdir(first.output))
-    manifest = (tmp_path / "store" / MANIFEST_NAME).read_text()
-    # A second, corrupt file passes the first-file schema check, then fails the job when read.
-    (tmp_path / "corpus" / "zz-broken.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
-    with pytest.raises(CompressError, match="pipeline failed"):
+    latest = (tmp_path / "store" / LATEST_NAME).read_text()
+    manifest = (tmp_path / "store" / first.version / MANIFEST_NAME).read_text()
+    with pytest.raises(CompressError, match="already holds a committed store.*--overwrite"):
         run(job_args(corpus, tmp_path / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    # A second file with a valid footer passes the launch checks, then fails the job when read.
+    write_corrupt_parquet(tmp_path / "corpus" / "zz-broken.parquet")
+    with pytest.raises(CompressError, match=r"pipeline failed: .*zz-broken.parquet, row group 0"):
+        run(job_args(corpus, tmp_path / "store", tiny_checkpoint, "--overwrite"), test_pipeline=BeamTestPipeline())
     assert sorted(os.listdir(first.output)) == before
-    assert (tmp_path / "store" / MANIFEST_NAME).read_text() == manifest
+    assert (tmp_path / "store" / LATEST_NAME).read_text() == latest
+    assert (tmp_path / "store" / first.version / MANIFEST_NAME).read_text() == manifest
 
 
-def test_commit_replaces_old_shards_and_writes_the_manifest_last(tmp_path, monkeypatch):
+def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path, monkeypatch):
     from apache_beam.io.filesystems import FileSystems
 
     from pipelines import commit as commit_mod
     from tests.test_store import _manifest
 
     out = tmp_path / "store"
-    out.mkdir()
-    for i in range(3):
-        (out / f"embeddings-0000{i}-of-00003.parquet").write_bytes(b"old")
-    (out / MANIFEST_NAME).write_text("old manifest")
+    for version, committed in (("v-20200101T000000-a", True), ("v-20210101T000000-b", True),
+                               ("v-20220101T000000-c", False), ("v-20990101T000000-z", False)):
+        (out / version).mkdir(parents=True)
+        (out / version / "embeddings-00000-of-00001.parquet").write_bytes(b"old")
+        if committed:
+            (out / version / MANIFEST_NAME).write_text("old manifest")
+    (out / LATEST_NAME).write_text("v-20200101T000000-a\n")  # b has a manifest but never became LATEST
     area = commit_mod.new_staging_area(str(out))
     for name in ("embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"):
         with open(os.path.join(area.root, name), "wb") as fh:
@@ -224,11 +212,16 @@ def test_commit_replaces_old_shards_and_writes_the_manifest_last(tmp_path, monke
     events = []
     real_rename = FileSystems.rename
     monkeypatch.setattr(FileSystems, "rename", staticmethod(
-        lambda src, dst: (events.append([os.path.basename(d) for d in dst]), real_rename(src, dst))[1]))
-    commit_mod.commit(area, _manifest())
-    assert events[-1] == [MANIFEST_NAME]  # the manifest appears last, after every shard
-    assert sorted(os.listdir(out)) == sorted(
+        lambda src, dst: (events.append([os.path.relpath(d, out) for d in dst]), real_rename(src, dst))[1]))
+    commit_mod.commit(area, _manifest(), keep_versions=2)
+    assert events == [[f"{area.version}/{MANIFEST_NAME}"], [LATEST_NAME]]  # manifest, then the pointer
+    assert (out / LATEST_NAME).read_text().strip() == area.version
+    # kept: the new version, the one LATEST named before, and a newer (concurrent) run's directory
+    assert sorted(os.listdir(out)) == sorted([LATEST_NAME, area.version, "v-20200101T000000-a",
+                                              "v-20990101T000000-z"])
+    assert sorted(os.listdir(out / area.version)) == sorted(
         [MANIFEST_NAME, "embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"])
+    assert commit_mod.prune_versions(str(out), area.version, keep_versions=1) == ["v-20200101T000000-a"]
 
 
 def test_multi_processing_runner_gives_identical_output(in_process_run, tmp_path, tiny_checkpoint):

@@ -22,18 +22,6 @@ from pipelines.combine import MeanPoolCoder, MeanPoolCombineFn, user_key
 from pipelines.validate import DEAD_LETTER_TAG, CorpusDoc, ValidateRows
 
 
-# -- fixtures -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from commer_core.backbone import load_backbone
-    from commer_core.checkpoint import save_checkpoint
-    from tests.helpers import make_compressor
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(make_compressor(load_backbone("tiny-random")), path, trained=False)
-    return path
-
-
 # -- validation -----------------------------------------------------------------------------
 ROWS = [
     ("f1", {"user_id": "u1", "doc_id": "d1", "text": "hello world"}),

@@ -1,0 +1,29 @@
+"""Named pause points, so crash tests can SIGKILL the job at an exact step.
+
+With ``COMMER_PAUSE_AT=<name>`` in its environment, a process reaching
+``pause_point(<name>)`` touches ``$COMMER_PAUSE_MARKER`` (when set) and sleeps, and the
+test kills it there. Unset, a pause point is a dictionary lookup: nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+PAUSE_ENV = "COMMER_PAUSE_AT"
+MARKER_ENV = "COMMER_PAUSE_MARKER"
+#: Where the job can be paused: writing the first embeddings shard, after every shard is
+#: written but before the version's manifest, after the manifest but before ``LATEST``.
+PAUSE_POINTS = ("write_shard", "before_manifest", "before_latest")
+
+
+def pause_point(name: str) -> None:
+    """Stop here (for a crash test) when ``COMMER_PAUSE_AT`` names this point."""
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    marker = os.environ.get(MARKER_ENV)
+    if marker:
+        with open(marker, "w") as fh:
+            fh.write(f"{name} {os.getpid()}\n")
+    while True:  # until killed
+        time.sleep(60)

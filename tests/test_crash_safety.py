@@ -1,0 +1,100 @@
+"""A compress run killed with SIGKILL at any step leaves the previous store readable and unchanged.
+
+The CLI runs in a subprocess with ``COMMER_PAUSE_AT`` set to one of the job's pause
+points (writing the first embeddings shard, before the version's manifest, before
+``LATEST``); once it reports it is there, the test kills it with SIGKILL, checks the
+store byte for byte, and then runs the job again, which must succeed and clean up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+
+from commer_core.store import LATEST_NAME, open_store
+from pipelines.faults import MARKER_ENV, PAUSE_ENV, PAUSE_POINTS
+from tests.helpers import job_args, write_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ROWS = [{"user_id": f"user-{i % 5}", "doc_id": f"d{i}", "text": f"Document number {i} about topic {i % 3}."}
+        for i in range(20)]
+
+
+def snapshot(store_dir: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under the store directory."""
+    return {
+        str(path.relative_to(store_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(store_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory, tiny_checkpoint):
+    from pipelines.compress import run
+
+    root = tmp_path_factory.mktemp("crash")
+    corpus = write_corpus(root / "corpus", ROWS)
+    result = run(job_args(corpus, root / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    return root, corpus, result
+
+
+def kill_at(point: str, args: list[str], marker: Path, timeout: float = 240.0) -> None:
+    env = dict(os.environ, **{PAUSE_ENV: point, MARKER_ENV: str(marker)})
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "compress", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the job ended (rc {proc.returncode}) before reaching {point}: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the job did not reach {point} within {timeout} s")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", PAUSE_POINTS)
+def test_sigkill_leaves_the_previous_store_and_the_next_run_succeeds(committed, tiny_checkpoint, tmp_path, point):
+    from pipelines.compress import run
+
+    root, corpus, first = committed
+    store = tmp_path / "store"
+    shutil.copytree(first.output, store)
+    before = snapshot(store)
+    expected = open_store(store)
+    expected_rows = expected.get(expected.users())
+
+    changed = write_corpus(tmp_path / "corpus", [dict(r, text=r["text"] + " Edited.") for r in ROWS])
+    kill_at(point, job_args(changed, store, tiny_checkpoint, "--overwrite"), tmp_path / "marker")
+
+    after = snapshot(store)
+    assert {name: digest for name, digest in after.items() if name in before} == before  # nothing touched
+    assert all(name.startswith("v-") and not name.startswith(first.version) for name in set(after) - set(before))
+    reopened = open_store(store)
+    assert reopened.version == first.version and reopened.manifest == expected.manifest
+    rows = reopened.get(reopened.users())
+    assert all(np.array_equal(rows[u][0], expected_rows[u][0]) for u in expected_rows)
+
+    again = run(job_args(changed, store, tiny_checkpoint, "--overwrite"), test_pipeline=BeamTestPipeline())
+    assert (store / LATEST_NAME).read_text().strip() == again.version
+    # the killed run's version directory is gone; the new and the previous version remain
+    assert sorted(p.name for p in store.iterdir()) == sorted([LATEST_NAME, first.version, again.version])
