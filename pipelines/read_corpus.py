@@ -8,8 +8,8 @@ an error naming the file and the row group.
 Beam's ``ReadAllFromParquet`` converts each record batch with ``Table.to_pydict``, which
 raises ``UnicodeDecodeError`` for the whole file when a single string value holds
 invalid UTF-8 (Parquet writers do not all validate it). Here such a batch is decoded
-value by value with ``surrogateescape``, so the bad value reaches the row validator,
-which dead-letters that row with a reason and keeps every other row.
+value by value, and a value that is not valid UTF-8 stays ``bytes``: it reaches the
+row validator, which dead-letters that row with a reason and keeps every other row.
 """
 
 from __future__ import annotations
@@ -34,12 +34,21 @@ def _lenient_column(column: pa.ChunkedArray) -> list[Any]:
         if pa.types.is_dictionary(chunk.type):
             chunk = chunk.dictionary_decode()
         raw = chunk.view(pa.large_binary() if pa.types.is_large_string(chunk.type) else pa.binary())
-        values.extend(None if v is None else v.decode("utf-8", "surrogateescape") for v in raw.to_pylist())
+        values.extend(_decode(v) for v in raw.to_pylist())
     return values
 
 
+def _decode(value: bytes | None) -> str | bytes | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
 def table_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """The rows of ``table`` as dicts; invalid UTF-8 becomes lone surrogates instead of an exception."""
+    """The rows of ``table`` as dicts; a string value that is not valid UTF-8 comes back as ``bytes``."""
     try:
         return table.to_pylist()
     except UnicodeDecodeError:

@@ -73,6 +73,8 @@ def validate_corpus_schema(
 def _string_problem(name: str, value: object, *, blank_reason: str) -> str | None:
     if value is None:
         return f"{name} is null" if name == "text" else f"{name} is null or empty"
+    if isinstance(value, bytes):  # how readers hand over string values that are not valid UTF-8
+        return f"{name} contains invalid UTF-8 / control characters"
     if not isinstance(value, str):
         return f"{name} is not a string (got {type(value).__name__})"
     if not value.strip():
