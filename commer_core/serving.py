@@ -70,9 +70,9 @@ class PersonalizedLM:
         return cls(store, load_checkpoint(checkpoint, device=device, dtype=dtype), checkpoint)
 
     def refresh(self) -> bool:
-        """Reopen the store if a newer run committed a new manifest there; True if it changed."""
+        """Reopen the store if a newer run committed a new version there; True if it changed."""
         fresh = open_store(self.store.uri)
-        if fresh.manifest == self.store.manifest:
+        if fresh.version == self.store.version and fresh.manifest == self.store.manifest:
             return False
         fresh.check_compatible(self.checkpoint)
         self.store = fresh
