@@ -15,8 +15,9 @@ import click
 def inspect(store: str, n_rows: int, users: tuple[str, ...], checkpoint: str | None) -> None:
     """Print STORE's manifest, files, a few rows and its dead letters by reason.
 
-    STORE is a directory written by `commer-pipeline compress` (local, gs://, s3://). A
-    directory without _MANIFEST.json is not a committed store and is refused.
+    STORE is a directory written by `commer-pipeline compress` (local, gs://, s3://); its
+    LATEST version is shown (or give a v-* version directory itself). A version without
+    _MANIFEST.json is not committed and is refused.
     """
     import numpy as np
 
@@ -29,10 +30,11 @@ def inspect(store: str, n_rows: int, users: tuple[str, ...], checkpoint: str | N
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
 
-    click.echo(f"store {s.uri}")
+    click.echo(f"store {s.uri}" + (f" (version {s.version}, from LATEST)" if s.version else ""))
     click.echo("manifest:")
     click.echo("  " + s.manifest.to_json().rstrip().replace("\n", "\n  "))
-    click.echo(f"files: {len(s.embedding_files)} embeddings-*.parquet, {len(s.dead_letter_files)} dead_letter-*.parquet")
+    click.echo(f"files: {len(s.embedding_files)} embeddings-*.parquet, {len(s.document_files)} documents-*.parquet, "
+               f"{len(s.dead_letter_files)} dead_letter-*.parquet")
     if checkpoint:
         click.echo(f"checkpoint {checkpoint}: compatible (same fingerprint)")
 
