@@ -36,10 +36,18 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
               help="Checkpoint to bench (default: the bundled one, on smollm2-135m).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures as JSON here.")
+@click.option("--scaling/--no-scaling", default=False, show_default=True,
+              help="Also run the job at 1k/10k/100k documents and with 1/100/10k documents per user, each in a "
+                   "fresh process (time, peak RSS), on --scaling-model.")
+@click.option("--scaling-model", type=click.Choice(["tiny-random", "default"]), default="tiny-random",
+              show_default=True,
+              help="tiny-random measures the pipeline's own cost and memory; default runs the bundled model "
+                   "(hours at 100k documents on a CPU).")
 @click.option("--write-docs/--no-write-docs", default=False, show_default=True,
               help="Rewrite docs/PERFORMANCE.md's measured section and docs/performance.png.")
 def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, skip_pipeline: bool, batch_tokens: int,
-          generation: bool, checkpoint: str | None, json_path: Path | None, write_docs: bool) -> None:
+          generation: bool, checkpoint: str | None, json_path: Path | None, scaling: bool, scaling_model: str,
+          write_docs: bool) -> None:
     """Measure docs/s, tokens/s, fraction of matmul peak, padding and peak RSS; print a table."""
     import torch
 
@@ -84,6 +92,8 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, skip_pipeline:
     if generation:
         say("bench: generation at batch 1, 8, 32 ...")
         report["generation"] = _generation(compressor)
+    if scaling:
+        report["scaling"] = _scaling(ckpt if scaling_model == "default" else None, batch_tokens, say)
     report["peak_rss_mb"] = perf.peak_rss_mb()
     table = markdown_tables(report)
     click.echo(table)
@@ -171,6 +181,28 @@ def _pipeline(ckpt: str, compressor: Any, texts: list[str], batch_tokens: int, s
     return out
 
 
+def _scaling(checkpoint: str | None, batch_tokens: int, say: Any) -> dict[str, Any]:
+    """Job time and peak RSS at growing sizes (see jobs.bench_scaling); tiny-random when no checkpoint."""
+    from jobs.bench_scaling import run_sizes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if checkpoint is None:
+            from commer_core.backbone import load_backbone
+            from commer_core.checkpoint import save_checkpoint
+            from commer_core.compressor import Compressor
+            from commer_core.config import CompressorConfig
+
+            checkpoint = str(Path(tmp) / "tiny-random")
+            save_checkpoint(Compressor(load_backbone("tiny-random"), CompressorConfig(base_model="tiny-random")),
+                            checkpoint, trained=False)
+            model = "tiny-random (d=64, 2 layers)"
+        else:
+            model = "the bundled checkpoint"
+        out = run_sizes(checkpoint, [1_000, 10_000, 100_000], [1, 100, 10_000], 10_000, batch_tokens, say)
+    out["model"] = model
+    return out
+
+
 def _generation(compressor: Any, n_requests: int = 32, new_tokens: int = 16) -> dict[str, Any]:
     """Requests/s and tokens/s of batched generation, half the rows personalized."""
     from commer_core.generator import Generator
@@ -226,8 +258,36 @@ def markdown_tables(r: dict[str, Any]) -> str:
         for batch in (1, 8, 32):
             row = g[f"batch_{batch}"]
             lines.append(f"| {batch} | {row['requests_per_s']:.2f} | {row['tokens_per_s']:.1f} |")
+    if "scaling" in r:
+        sc = r["scaling"]
+        lines += ["", f"Scaling of the whole job (in-process DirectRunner, one fresh process per row, model "
+                      f"{sc['model']}; it isolates the pipeline's own cost and memory):", "",
+                  "| documents | docs per user | users | seconds | docs/s | model seconds | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|"]
+        for run in sc["runs"]:
+            lines.append(f"| {run['docs']} | {run['docs_per_user']} | {run['users']} | {run['seconds']:.1f} | "
+                         f"{run['docs_per_s']:.0f} | {run['model_seconds']:.1f} | {run['peak_rss_mb']:.0f} |")
+        if "rss_growth_10k_to_100k" in sc:
+            lines.append(f"\nPeak RSS growth from 10k to 100k documents: {sc['rss_growth_10k_to_100k']:+.1%}.")
+    if "pipeline" in r:
+        lines += ["", cost_model(r)]
     lines += ["", f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MiB"]
     return "\n".join(lines)
+
+
+def cost_model(r: dict[str, Any], users: int = 1_000_000, docs_per_user: int = 100, churn: float = 0.01) -> str:
+    """Documents per machine-hour and the nightly bill, from this run's measured pipeline throughput."""
+    rate = max(r["pipeline"]["in_process"]["docs_per_s"], r["pipeline"]["multi_process"]["docs_per_s"])
+    per_hour = rate * 3600
+    total = users * docs_per_user
+    return "\n".join([
+        f"Cost model (from the pipeline rows above, {r['machine']}): {per_hour:,.0f} documents per machine-hour "
+        f"(mix of the pipeline run, default model, fp32).",
+        f"A full nightly run over {users:,} users x {docs_per_user} documents = {total:,} documents takes "
+        f"{total / per_hour:,.0f} machine-hours on this kind of machine; an incremental run where "
+        f"{churn:.0%} of documents are new takes {total * churn / per_hour:,.1f} machine-hours "
+        "(documents per hour scale with the number of machines; multiply by your price per machine-hour).",
+    ])
 
 
 def _write_docs(report: dict[str, Any], table: str) -> None:

@@ -1,0 +1,37 @@
+"""`commer-pipeline bench` on the tiny model: the figures it promises are there and consistent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import cli
+
+
+@pytest.mark.slow
+def test_bench_reports_ratios_against_naive_and_peak(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--docs", "8", "--mix", "tweet", "--mix", "lognormal",
+                                      "--checkpoint", str(tiny_checkpoint), "--no-generation", "--json", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    for key in ("naive_docs_per_s", "core_docs_per_s", "pipeline_docs_per_s", "pipeline_mp_docs_per_s",
+                "matmul_peak_gflops", "core_fraction_of_peak", "padding_fraction", "peak_rss_mb"):
+        assert r[key] > 0 or key == "padding_fraction", key
+    tweet = r["mixes"]["tweet"]
+    assert tweet["core_vs_naive"] == tweet["core"]["docs_per_s"] / tweet["naive"]["docs_per_s"]
+    assert 0 <= r["padding_fraction"] <= 0.1  # the planner caps padding per batch
+    assert "| tweet | core |" in result.output and "machine-hours" in result.output
+
+
+@pytest.mark.slow
+def test_scaling_runs_each_size_in_its_own_process(tiny_checkpoint):
+    from jobs.bench_scaling import run_sizes
+
+    out = run_sizes(str(tiny_checkpoint), [200], [1, 50], 100, 512, say=lambda _m: None)
+    runs = out["runs"]
+    assert [(r["docs"], r["docs_per_user"], r["users"]) for r in runs] == [(200, 10, 20), (100, 1, 100), (100, 50, 2)]
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 100 for r in runs)
