@@ -200,8 +200,10 @@ def _convert_smollm2(out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     gguf = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+    )
     config_dict = loaded.config.to_dict()
     config_dict.pop("quantization_config", None)
     model = LlamaForCausalLM(LlamaConfig.from_dict(config_dict))
@@ -214,7 +216,7 @@ def _build_tiny_random(out: Path) -> None:
     """A 2-layer random Llama with SmolLM2's tokenizer: real plumbing, fast tests."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder("smollm2-135m"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder("smollm2-135m"), trust_remote_code=False)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -128,7 +128,7 @@ class _Runner:
         from commer_core.backbone import resolve_model_folder
         from commer_core.training import prepare_examples
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder(base))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder(base), trust_remote_code=False)
         self.by_n = {n: prepare_examples(examples, tokenizer, n_docs=n, selection=selection, seed=seed,
                                          max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens)
                      for n in n_docs_list}
