@@ -206,23 +206,25 @@ def plot_cost_quality(rows: Sequence[dict[str, Any]], path: str | Path, *, n_doc
             ax.annotate(r["label"], (r["prompt_tokens"], r["perplexity"]), fontsize=6, alpha=0.7,
                         textcoords="offset points", xytext=(3, 3))
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # an untrained compressor sits orders of magnitude above the rest
     ax.set_xlabel("prompt tokens added (mean per example, log2)")
-    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_ylabel("perplexity (log; lower is better)")
     ax.set_title(f"{title} ({n_docs} documents at test time)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return _save_figure(fig, path)
 
 
-SCALING_METHODS = ("commer", "commer_untrained")
+SCALING_METHODS = ("commer",)
 
 
 def plot_docs_scaling(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Perplexity vs documents",
                       methods: Sequence[str] = SCALING_METHODS) -> Path:
     """Perplexity against the number of documents at test time, with fitted power laws (Figure 4).
 
-    Only ComMer rows are drawn by default (their cost does not grow with the documents);
-    ``results.json`` holds the fits of every method.
+    Only trained ComMer rows are drawn by default (their cost does not grow with the
+    documents, and an untrained compressor's scale would flatten them); ``results.json``
+    holds the fits of every method.
     """
     plt = _pyplot()
     rows = [r for r in rows if r["method"] in methods] or list(rows)
@@ -244,7 +246,8 @@ def plot_docs_scaling(rows: Sequence[dict[str, Any]], path: str | Path, *, title
     ns = sorted({r["n_docs"] for r in rows if r["n_docs"] >= 1})
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("documents at test time")
-    ax.set_ylabel("perplexity")
+    ax.set_ylabel("perplexity (log)")
+    _plain_log_ticks(ax)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
@@ -288,6 +291,33 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['perplexity']:.3f} | {fmt(r['rouge1'], '.3f')} | {fmt(r['rougeL'], '.3f')} | {r['prompt_tokens']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def format_pivot(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per method: prompt tokens, perplexity per number of documents, ROUGE where generated."""
+    ns = sorted({r["n_docs"] for r in rows})
+    by_label: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], {})[r["n_docs"]] = r
+    head = ["method", "prompt tokens", *(f"ppl @{n} docs" for n in ns), "ROUGE-1", "ROUGE-L"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, cells in sorted(by_label.items(), key=lambda kv: min(r["perplexity"] for r in kv[1].values())):
+        generated = [r for r in cells.values() if r.get("rouge1") is not None]
+        rouge = generated[-1] if generated else None
+        ppl = [f"{cells[n]['perplexity']:.2f}" if n in cells else "-" for n in ns]
+        tokens = max(r["prompt_tokens"] for r in cells.values())
+        lines.append(f"| {label} | {tokens:.0f} | " + " | ".join(ppl) + " | "
+                     + (f"{rouge['rouge1']:.3f} | {rouge['rougeL']:.3f} |" if rouge else "- | - |"))
+    return "\n".join(lines)
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Log-axis tick labels as plain numbers (a narrow range otherwise reads 9.81x10^0)."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:.4g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:

@@ -128,3 +128,16 @@ def test_perplexity_agrees_with_the_generators_scores(tiny_backbone):
     expected = math.exp(sum(s.nll for s in scored) / sum(s.n_tokens for s in scored))
     assert row["perplexity"] == pytest.approx(expected, rel=1e-5)
     assert np.isclose(recs[0]["nll"], scored[0].nll, rtol=1e-5)
+
+
+def test_pivot_table_has_one_line_per_method_best_first():
+    from commer_core.evaluation import format_pivot
+
+    def row(label, n, ppl, rouge=None):
+        return {"label": label, "n_docs": n, "perplexity": ppl, "prompt_tokens": 16.0, "rouge1": rouge,
+                "rougeL": rouge and rouge / 2}
+
+    rows = [row("a", 1, 9.0), row("a", 8, 8.0, 0.4), row("b", 1, 3.0), row("b", 8, 2.0)]
+    lines = format_pivot(rows).splitlines()
+    assert lines[0] == "| method | prompt tokens | ppl @1 docs | ppl @8 docs | ROUGE-1 | ROUGE-L |"
+    assert lines[2] == "| b | 16 | 3.00 | 2.00 | - | - |" and lines[3] == "| a | 16 | 9.00 | 8.00 | 0.400 | 0.200 |"
