@@ -93,6 +93,18 @@ class Compressor(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.device
 
+    def merge_lora(self) -> None:
+        """Fold the LoRA into the backbone's weights: about 15% faster compression on CPU.
+
+        Only for a process that compresses and nothing else (the compress job's workers,
+        the benchmark): afterwards the LoRA can neither be trained nor switched off for
+        generation on this backbone. Compressions change by float rounding only (max abs
+        difference about 1e-4 on the default model, whose values reach about 50).
+        """
+        self.peft_model.merge_adapter()
+        for param in self.peft_model.parameters():
+            param.requires_grad_(False)
+
     def tokenize(self, texts: Sequence[str]) -> list[TokenizedDoc]:
         """Token ids without special tokens, truncated at ``max_doc_tokens``."""
         return tokenize_documents(self.tokenizer, texts, self.config.max_doc_tokens)

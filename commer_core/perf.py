@@ -140,7 +140,18 @@ def _timing(compressor: Compressor, docs: Sequence[Sequence[int]], seconds: floa
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (and reaped children), in MiB."""
+    """Peak resident memory of this process, in MiB.
+
+    Linux's ``VmHWM`` when available: ``ru_maxrss`` survives ``exec``, so a child started
+    by a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     scale = 1 if sys.platform == "darwin" else 1024
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
     return own / 2**20

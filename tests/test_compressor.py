@@ -98,3 +98,14 @@ def test_plan_batches_respects_the_token_budget_and_covers_every_document():
         assert len(b) <= 3
         assert len(b) == 1 or len(b) * max(widths) <= budget
         assert 1 - sum(widths) / (len(b) * max(widths)) <= 0.1
+
+
+def test_merging_the_lora_keeps_compressions_and_freezes_the_weights(tiny_backbone):
+    compressor = make_compressor(tiny_backbone)
+    base = next(m.base_layer.weight for n, m in compressor.peft_model.named_modules() if n.endswith("q_proj"))
+    base_before = base.detach().clone()
+    before = compressor.compress_texts(DOCS)
+    compressor.merge_lora()
+    assert not torch.equal(base, base_before)  # the LoRA delta now lives in the base weight
+    assert torch.allclose(compressor.compress_texts(DOCS), before, atol=1e-5)
+    assert not any(p.requires_grad for p in compressor.peft_model.parameters())
