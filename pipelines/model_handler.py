@@ -5,13 +5,15 @@ The pieces, in the order a document meets them:
 * :class:`TokenizeDocs` turns a validated document into ``((user_id, doc_id, sha256), token_ids)``
   with the compressor's own truncation rule (``commer_core.compressor.tokenize_documents``),
   counting truncations and the token-length distribution.
-* :class:`CompressDocuments` batches by *token budget*: Beam's ``SortAndBatchElements``
-  sorts each bundle by padded length (``len(ids) + k``) and cuts batches at
-  ``max_batch_weight`` tokens, so a batch of short documents is wide and a batch of long
-  ones is narrow and padding stays small. It then applies ``RunInference`` with the
-  handler's ``with_no_batching()`` form. (Beam 2.77's ``ModelHandler(max_batch_weight=...)``
-  forwards that argument to ``BatchElements``, which rejects it with a TypeError, so the
-  sort-and-batch transform is applied explicitly.)
+* :class:`CompressDocuments` batches by *token budget*: :class:`SortAndBatchByTokens`
+  sorts windows of up to ``sort_window`` documents by padded length (``len(ids) + k``)
+  and cuts batches at ``batch_tokens`` tokens, so a batch of short documents is wide, a
+  batch of long ones is narrow, and padding stays small. It then applies
+  ``RunInference`` with the handler's ``with_no_batching()`` form. (Beam's own
+  ``SortAndBatchElements`` buffers a whole bundle, and an in-process runner's bundle
+  can be the whole input: memory grew with the corpus. Beam 2.77's
+  ``ModelHandler(max_batch_weight=...)`` forwards that argument to ``BatchElements``,
+  which rejects it with a TypeError, so batching is applied explicitly.)
 * :class:`CompressorModelHandler` loads the checkpoint once per worker process (RunInference
   keeps it in a per-process ``Shared`` handle), sets torch's thread count to
   cores // processes, uses CUDA + bf16 when asked and present, runs under
@@ -39,7 +41,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
-from apache_beam.transforms.util import SortAndBatchElements
+from apache_beam.transforms.window import GlobalWindows
 
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, CorpusDoc
 from schemas import dead_letter_row
@@ -316,10 +318,51 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
             raise ValueError(f"CompressorModelHandler takes no inference_args (got {sorted(inference_args)})")
 
 
+class SortAndBatchByTokens(beam.DoFn):
+    """Keyed tokens -> lists of them: sorted by padded width within windows of ``sort_window`` elements.
+
+    A batch closes at ``max_batch_size`` documents or when its padded size (members x widest
+    member) would pass ``max_batch_weight``. Memory is bounded by the window, whatever the
+    bundle size. Batch pipelines only (global window).
+    """
+
+    def __init__(self, max_batch_size: int, max_batch_weight: int, element_size_fn: Any, sort_window: int = 4096):
+        if max_batch_size < 1 or max_batch_weight < 1 or sort_window < 1:
+            raise ValueError("max_batch_size, max_batch_weight and sort_window must be >= 1")
+        self._max_size, self._max_weight = max_batch_size, max_batch_weight
+        self._size_fn, self._window = element_size_fn, sort_window
+        self._buffer: list[Any] = []
+
+    def start_bundle(self) -> None:
+        self._buffer = []
+
+    def process(self, element: Any) -> Iterable[list[Any]]:
+        self._buffer.append(element)
+        if len(self._buffer) >= self._window:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterable[Any]:
+        for batch in self._flush():
+            yield GlobalWindows.windowed_value(batch)
+
+    def _flush(self) -> Iterable[list[Any]]:
+        items = sorted(self._buffer, key=self._size_fn)
+        self._buffer = []
+        batch: list[Any] = []
+        for item in items:
+            width = self._size_fn(item)  # ascending: the newest member is the widest
+            if batch and (len(batch) >= self._max_size or (len(batch) + 1) * width > self._max_weight):
+                yield batch
+                batch = []
+            batch.append(item)
+        if batch:
+            yield batch
+
+
 class CompressDocuments(beam.PTransform):
     """``(doc key, token_ids)`` -> ``(doc key, float32[k, d])``.
 
-    Sort-and-batch by padded token count (Beam's ``SortAndBatchElements``), then
+    Sort-and-batch by padded token count (:class:`SortAndBatchByTokens`), then
     ``RunInference`` on the pre-batched elements.
     """
 
@@ -331,11 +374,8 @@ class CompressDocuments(beam.PTransform):
         handler = self._handler
         return (
             keyed_tokens
-            | "SortAndBatchByTokens" >> SortAndBatchElements(
-                min_batch_size=1,
-                max_batch_size=handler.max_batch_size,
-                max_batch_weight=handler.batch_tokens,
-                element_size_fn=handler.element_size,
+            | "SortAndBatchByTokens" >> beam.ParDo(
+                SortAndBatchByTokens(handler.max_batch_size, handler.batch_tokens, handler.element_size)
             )
             | "RunInference" >> RunInference(handler.with_no_batching())
         )

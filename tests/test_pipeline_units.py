@@ -213,7 +213,7 @@ def test_threads_split_cores_between_processes():
 
 
 def test_beam_modelhandler_max_batch_weight_is_still_broken_in_this_beam():
-    """Why CompressDocuments applies SortAndBatchElements itself (remove when Beam fixes it)."""
+    """Why CompressDocuments batches before RunInference itself (remove when Beam fixes it)."""
     from apache_beam.ml.inference.base import ModelHandler, RunInference
 
     class _Handler(ModelHandler):
@@ -226,3 +226,24 @@ def test_beam_modelhandler_max_batch_weight_is_still_broken_in_this_beam():
     with pytest.raises(TypeError, match="max_batch_weight"):
         with BeamTestPipeline() as p:
             _ = p | beam.Create(["a"]) | RunInference(_Handler(max_batch_weight=10, element_size_fn=len))
+
+
+def test_sort_and_batch_by_tokens_bounds_batches_and_its_buffer():
+    from pipelines.model_handler import SortAndBatchByTokens
+
+    rng = np.random.default_rng(5)
+    elements = [(f"d{i}", list(range(int(n)))) for i, n in enumerate(rng.integers(1, 50, size=230))]
+    fn = SortAndBatchByTokens(max_batch_size=8, max_batch_weight=120, element_size_fn=lambda e: len(e[1]) + 4,
+                              sort_window=50)
+    fn.start_bundle()
+    batches, peak = [], 0
+    for element in elements:
+        batches.extend(fn.process(element))
+        peak = max(peak, len(fn._buffer))
+    batches.extend(w.value for w in fn.finish_bundle())
+    assert peak < 50  # flushed at the window, never the whole bundle
+    assert sorted(e for b in batches for e in b) == sorted(elements)
+    for batch in batches:
+        widths = [len(ids) + 4 for _, ids in batch]
+        assert widths == sorted(widths) and len(batch) <= 8
+        assert len(batch) == 1 or len(batch) * max(widths) <= 120
