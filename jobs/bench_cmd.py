@@ -300,7 +300,29 @@ def markdown_tables(r: dict[str, Any]) -> str:
             lines.append(f"\nPeak RSS growth from 10k to 100k documents: {sc['rss_growth_10k_to_100k']:+.1%}.")
     if "pipeline" in r:
         lines += ["", cost_model(r)]
+    lines += ["", targets_table(r)]
     lines += ["", f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MiB"]
+    return "\n".join(lines)
+
+
+def targets_table(r: dict[str, Any]) -> str:
+    """The CPU targets of docs/PERFORMANCE.md against this run's figures."""
+    rows = [("commer_core >= 80% of the fp32 matmul peak, every mix", r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
+    if "tweet" in r["mixes"]:
+        rows.append((">= 2x the naive loop on tweets", r["mixes"]["tweet"]["core_vs_naive"], 2.0, "{:.2f}x", True))
+    if "pipeline" in r:
+        for name, title in (("in_process", "in-process"), ("multi_process", "2 worker processes")):
+            rows.append((f"pipeline {title} within 15% of commer_core (steady state)",
+                         r["pipeline"][name]["vs_core"], 0.85, "{:.2f}", True))
+    if "lognormal" in r["mixes"]:
+        rows.append(("padding <= 10% of computed tokens, lognormal", r["padding_fraction"], 0.10, "{:.1%}", False))
+    growth = r.get("scaling", {}).get("rss_growth_10k_to_100k")
+    if growth is not None:
+        rows.append(("peak RSS growth <= 10% from 10k to 100k documents", growth, 0.10, "{:+.0%}", False))
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for title, value, bound, fmt, at_least in rows:
+        met = value >= bound if at_least else value <= bound
+        lines.append(f"| {title} | {fmt.format(value)} | {'yes' if met else '**no**'} |")
     return "\n".join(lines)
 
 
