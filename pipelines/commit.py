@@ -216,12 +216,15 @@ def commit(area: StagingArea, manifest: StoreManifest, keep_versions: int = KEEP
 
 
 def _write_atomically(path: str, text: str, run_id: str) -> None:
-    """Write to a temporary sibling, then rename over ``path`` (one object write on object stores)."""
+    """Write to a temporary sibling, then rename over ``path``.
+
+    Never deletes ``path`` first: a crash between a delete and the rename would leave no
+    pointer at all. Local renames replace atomically (``os.rename``); on object stores a
+    rename is a copy onto the destination, and a single object write is atomic.
+    """
     temp = f"{path}.{run_id}.tmp"
     with FileSystems.create(temp) as fh:
         fh.write(text.encode("utf-8"))
-    if FileSystems.exists(path):
-        FileSystems.delete([path])  # local rename onto an existing file is refused by Beam
     FileSystems.rename([temp], [path])
 
 

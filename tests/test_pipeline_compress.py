@@ -213,8 +213,13 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
     real_rename = FileSystems.rename
     monkeypatch.setattr(FileSystems, "rename", staticmethod(
         lambda src, dst: (events.append([os.path.relpath(d, out) for d in dst]), real_rename(src, dst))[1]))
+    deleted = []
+    real_delete = FileSystems.delete
+    monkeypatch.setattr(FileSystems, "delete", staticmethod(
+        lambda paths: (deleted.extend(os.path.relpath(p, out) for p in paths), real_delete(paths))[1]))
     commit_mod.commit(area, _manifest(), keep_versions=2)
     assert events == [[f"{area.version}/{MANIFEST_NAME}"], [LATEST_NAME]]  # manifest, then the pointer
+    assert LATEST_NAME not in deleted  # replaced by one rename: there is always a pointer
     assert (out / LATEST_NAME).read_text().strip() == area.version
     # kept: the new version, the one LATEST named before, and a newer (concurrent) run's directory
     assert sorted(os.listdir(out)) == sorted([LATEST_NAME, area.version, "v-20200101T000000-a",
