@@ -202,8 +202,7 @@ class JobPlan:
 
     params: CompressParams
     input_pattern: str
-    input_files: tuple[str, ...]
-    input_row_groups: tuple[tuple[str, int], ...]
+    input_row_groups: tuple[tuple[str, int], ...]  # every matched file with its row-group count
     output: str
     checkpoint: str
     checkpoint_fingerprint: str
@@ -218,6 +217,10 @@ class JobPlan:
     previous: PreviousVersion | None = None
     cache_root: str | None = None
     cache_files: tuple[str, ...] = ()
+
+    @property
+    def input_files(self) -> tuple[str, ...]:
+        return tuple(path for path, _ in self.input_row_groups)
 
 
 @dataclass(frozen=True)
@@ -373,7 +376,6 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
     return JobPlan(
         params=params,
         input_pattern=pattern,
-        input_files=tuple(files),
         input_row_groups=tuple(row_groups),
         output=output,
         checkpoint=checkpoint if not _is_local(checkpoint) else str(local_ckpt.resolve()),
