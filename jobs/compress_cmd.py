@@ -189,7 +189,8 @@ def _summary(result) -> None:
             f"the previous store, {counts.get('documents_from_cache', 0)} from the cache"
         )
     if "rows_read" in counts:
-        lines.append(f"  {'rows read':<{width}}{counts['rows_read']} (= documents + dead letters)")
+        carried = f" - {counts['documents_carried']} carried over" if counts.get("documents_carried") else ""
+        lines.append(f"  {'rows read':<{width}}{counts['rows_read']} (= documents{carried} + dead letters)")
     lines.append(
         f"  {'throughput':<{width}}{result.docs_per_second:.2f} docs/s "
         f"({counts['documents']} documents in {result.pipeline_seconds:.1f} s of pipeline, start-up included)"
