@@ -49,6 +49,14 @@ DOCUMENTS_GLOB = f"{DOCUMENTS_PREFIX}-*.parquet"
 _VERSION_NAME = re.compile(r"^v-[0-9A-Za-z_-]{1,100}$")
 
 
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, k: int, d: int) -> np.ndarray:
+    """A flat ``fixed_size_list<float32>[k*d]`` column as a float32 ``(rows, k, d)`` array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, k, d)
+
+
 def check_version_name(name: str, where: str) -> str:
     """A version name from ``LATEST``; never a path (no ``/``, no ``..``)."""
     if not _VERSION_NAME.match(name):
@@ -228,9 +236,7 @@ class EmbeddingStore:
         users = table.column("user_id").to_pylist()
         if len(set(users)) != len(users):
             raise StoreError(f"{self.uri}: a user appears in more than one row")
-        k, d = self.num_embeddings, self.hidden_size
-        flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        emb = np.asarray(flat, dtype=np.float32).reshape(len(users), k, d)
+        emb = embedding_matrix(table.column("embedding"), self.num_embeddings, self.hidden_size)
         n_docs = table.column("n_docs").to_pylist()
         return {u: (emb[i].copy(), int(n_docs[i])) for i, u in enumerate(users)}
 

@@ -21,7 +21,7 @@ def inspect(store: str, n_rows: int, users: tuple[str, ...], checkpoint: str | N
     """
     import numpy as np
 
-    from commer_core.store import StoreError, open_store
+    from commer_core.store import StoreError, embedding_matrix, open_store
 
     try:
         s = open_store(store)
@@ -45,8 +45,7 @@ def inspect(store: str, n_rows: int, users: tuple[str, ...], checkpoint: str | N
         rows = [(u, *found[u]) for u in users if u in found]
     else:
         table = s.head(n_rows)
-        flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        emb = np.asarray(flat, dtype=np.float32).reshape(table.num_rows, k, d)
+        emb = embedding_matrix(table.column("embedding"), k, d)
         rows = [(u, emb[i], n) for i, (u, n) in enumerate(zip(table.column("user_id").to_pylist(),
                                                                table.column("n_docs").to_pylist()))]
         missing = []

@@ -32,6 +32,7 @@ from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.metrics import Metrics
 
 from commer_core.merge import MeanPool
+from commer_core.store import embedding_matrix
 from pipelines.commit import WriteParquetTables
 from pipelines.model_handler import DocKey
 from pipelines.validate import METRICS_NAMESPACE
@@ -55,15 +56,10 @@ def cache_directory(cache_root: str, fingerprint: str) -> str:
     return FileSystems.join(cache_root, f"fp-{fingerprint[:32]}")
 
 
-def _flat_vectors(column: pa.ChunkedArray, shape: tuple[int, int]) -> np.ndarray:
-    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(-1, *shape)
-
-
 # -- reading a previous store and the cache ---------------------------------------------------
 def pools_from_table(table: pa.Table, shape: tuple[int, int]) -> Iterable[tuple[str, MeanPool]]:
     """Store rows -> ``(user_id, MeanPool)`` partials rebuilt from (mean, n_docs)."""
-    means = _flat_vectors(table.column("embedding"), shape)
+    means = embedding_matrix(table.column("embedding"), *shape)
     for user, mean, count in zip(table.column("user_id").to_pylist(), means, table.column("n_docs").to_pylist()):
         yield user, MeanPool.from_mean(mean, int(count))
 
@@ -79,7 +75,7 @@ def cache_entries_from_table(
     table: pa.Table, shape: tuple[int, int], fingerprint: str
 ) -> Iterable[tuple[DocKey, np.ndarray]]:
     """Cache rows of ``fingerprint`` -> ``((user_id, doc_id, sha), float32[k, d])``."""
-    vectors = _flat_vectors(table.column("embedding"), shape)
+    vectors = embedding_matrix(table.column("embedding"), *shape)
     columns = [table.column(name).to_pylist() for name in ("user_id", "doc_id", "text_sha256", "checkpoint_fingerprint")]
     for (user, doc_id, sha, fp), vector in zip(zip(*columns), vectors):
         if fp == fingerprint:
