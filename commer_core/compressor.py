@@ -105,6 +105,19 @@ class Compressor(nn.Module):
         for param in self.peft_model.parameters():
             param.requires_grad_(False)
 
+    def compile_layers(self) -> None:
+        """Compile every decoder layer with ``torch.compile`` (inductor): fused norms, rotary and activations.
+
+        Eager PyTorch runs each elementwise op as its own pass over memory; on a 2-core
+        CPU those passes cost about a fifth of a forward. Layers are compiled one by one
+        (not the whole decoder) because they share one graph, their weights being graph
+        inputs: about 15 s on 2 CPU cores instead of about 3 minutes. Shapes are dynamic,
+        so batch shapes do not recompile. Needs a C++ compiler on CPU hosts. For
+        compress-only processes; outputs change by float rounding only.
+        """
+        for layer in self.peft_model.get_base_model().get_decoder().layers:
+            layer.compile(dynamic=True)
+
     def tokenize(self, texts: Sequence[str]) -> list[TokenizedDoc]:
         """Token ids without special tokens, truncated at ``max_doc_tokens``."""
         return tokenize_documents(self.tokenizer, texts, self.config.max_doc_tokens)

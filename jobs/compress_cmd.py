@@ -83,6 +83,10 @@ def _echo(message: str) -> None:
               help="auto: CUDA (bf16) when the worker has one, else CPU (fp32).")
 @click.option("--share-model/--no-share-model", default=False, show_default=True,
               help="One model per worker machine shared by its SDK processes (Beam large_model).")
+@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
+              help="torch.compile the decoder layers in each worker: about 10-30% faster on CPU after a "
+                   "start-up of 15-30 s per worker process (needs a C++ compiler on CPU workers). Worth it "
+                   "from about 10k documents.")
 @click.option("--progress-every", type=click.IntRange(min=0), default=32, show_default=True, metavar="N",
               help="Log a progress line every N documents per worker process (0: off).")
 @click.option("--store-ranges", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
@@ -100,7 +104,7 @@ def _echo(message: str) -> None:
               help="Committed versions kept under --output (older ones are removed after the commit).")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
 def compress(input_, output, checkpoint, base_model, user_column, doc_id_column, text_column, max_doc_tokens,
-             batch_tokens, max_batch_size, device, share_model, progress_every, store_ranges, previous,
+             batch_tokens, max_batch_size, device, share_model, compile_model, progress_every, store_ranges, previous,
              full_snapshot, doc_cache, overwrite, keep_versions, beam_args):
     """Compress every user's documents and mean-pool them into one k x d soft prompt per user.
 
@@ -141,6 +145,7 @@ def compress(input_, output, checkpoint, base_model, user_column, doc_id_column,
             max_batch_size=max_batch_size,
             device=device,
             share_model=share_model,
+            compile_model=compile_model,
             progress_every=progress_every,
             store_ranges=store_ranges,
             previous=previous,

@@ -133,6 +133,7 @@ class CompressParams:
     max_batch_size: int = 64
     device: str = "auto"
     share_model: bool = False
+    compile_model: bool = False
     progress_every: int = 32
     store_ranges: int = 256
     rows_per_row_group: int = 64
@@ -179,6 +180,7 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=d.max_batch_size)
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--share-model", dest="share_model", action="store_true")
+    p.add_argument("--compile", dest="compile_model", action="store_true", help="torch.compile the decoder layers")
     p.add_argument("--progress-every", dest="progress_every", type=int, default=d.progress_every)
     p.add_argument("--store-ranges", dest="store_ranges", type=int, default=d.store_ranges)
     p.add_argument("--previous", default=None, help="store to update incrementally")
@@ -582,6 +584,7 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed
         max_batch_size=p.max_batch_size,
         processes_per_worker=plan.processes_per_worker,
         large_model=p.share_model,
+        compile_model=p.compile_model,
     )
     rows = pipeline | "ReadCorpus" >> ReadCorpusFiles(
         plan.input_row_groups, [p.user_column, p.doc_id_column, p.text_column]

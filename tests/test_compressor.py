@@ -109,3 +109,19 @@ def test_merging_the_lora_keeps_compressions_and_freezes_the_weights(tiny_backbo
     assert not torch.equal(base, base_before)  # the LoRA delta now lives in the base weight
     assert torch.allclose(compressor.compress_texts(DOCS), before, atol=1e-5)
     assert not any(p.requires_grad for p in compressor.peft_model.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_eager_compressions(tiny_backbone):
+    compressor = make_compressor(tiny_backbone)
+    compressor.merge_lora()
+    docs = DOCS + ["one more, longer document " * 6, "x"]
+    eager = compressor.compress_texts(docs, batch_tokens=64)
+    keys = sorted(compressor.peft_model.state_dict())
+    compressor.compile_layers()
+    layers = compressor.peft_model.get_base_model().get_decoder().layers
+    assert all(layer._compiled_call_impl is not None for layer in layers)
+    # several batch shapes (and a batch of one) through the compiled layers
+    for budget in (64, 4096):
+        assert torch.allclose(compressor.compress_texts(docs, batch_tokens=budget), eager, atol=1e-5)
+    assert sorted(compressor.peft_model.state_dict()) == keys  # compiled in place: same parameter names

@@ -131,7 +131,7 @@ def test_previous_store_from_another_checkpoint_is_refused(nights, tiny_checkpoi
 
 
 # -- determinism --------------------------------------------------------------------------------
-def test_reruns_are_bit_identical_and_batching_changes_nothing_beyond_1e_4(nights, tiny_checkpoint, tmp_path):
+def test_reruns_are_bit_identical_and_batching_or_compiling_changes_nothing_beyond_1e_4(nights, tiny_checkpoint, tmp_path):
     root, _, _, full = nights
     night_2 = os.path.join(root, "night-2", "*.parquet")
     again = run_job(night_2, tmp_path / "again", tiny_checkpoint)
@@ -144,6 +144,7 @@ def test_reruns_are_bit_identical_and_batching_changes_nothing_beyond_1e_4(night
         "files-and-order": (write_corpus(tmp_path / "seven", rows, n_files=7), ()),
         "batch-size-1": (night_2, ("--max-batch-size", "1")),
         "token-budget-32": (night_2, ("--batch-tokens", "32")),
+        "compiled-layers": (night_2, ("--compile",)),
     }
     for name, (corpus, extra) in variants.items():
         other = embeddings(run_job(corpus, tmp_path / name, tiny_checkpoint, *extra).output)
