@@ -91,6 +91,11 @@ def _echo(message: str) -> None:
               help="Log a progress line every N documents per worker process (0: off).")
 @click.option("--store-ranges", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="User-id ranges the store is clustered into (more: less memory per write step).")
+@click.option("--user-buckets", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Compress the users in N hash buckets, one pipeline after another, into the same version: "
+                   "bounds the memory of the in-process DirectRunner, which holds every shuffle in memory. "
+                   "Default: one bucket per 20,000 rows (input + previous store's documents) on the DirectRunner, "
+                   "1 on distributed runners.")
 @click.option("--previous", default=None, metavar="STORE",
               help="Update this store incrementally: compress only documents it does not cover yet (same checkpoint "
                    "required). Users absent from --input keep their row. Usually the same as --output.")
@@ -104,7 +109,7 @@ def _echo(message: str) -> None:
               help="Committed versions kept under --output (older ones are removed after the commit).")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
 def compress(input_, output, checkpoint, base_model, user_column, doc_id_column, text_column, max_doc_tokens,
-             batch_tokens, max_batch_size, device, share_model, compile_model, progress_every, store_ranges, previous,
+             batch_tokens, max_batch_size, device, share_model, compile_model, progress_every, store_ranges, user_buckets, previous,
              full_snapshot, doc_cache, overwrite, keep_versions, beam_args):
     """Compress every user's documents and mean-pool them into one k x d soft prompt per user.
 
@@ -148,6 +153,7 @@ def compress(input_, output, checkpoint, base_model, user_column, doc_id_column,
             compile_model=compile_model,
             progress_every=progress_every,
             store_ranges=store_ranges,
+            user_buckets=user_buckets,
             previous=previous,
             full_snapshot=full_snapshot,
             doc_cache=doc_cache,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -65,10 +65,18 @@ class StagingArea:
 
     output: str
     run_id: str
+    part: str = ""  # keeps the output files of one run's user buckets apart
 
     @property
     def version(self) -> str:
         return VERSION_PREFIX + self.run_id
+
+    def for_part(self, part: str) -> StagingArea:
+        """The same version directory, with ``part`` in the names of the files written through it."""
+        return replace(self, part=part)
+
+    def _prefix(self, name: str) -> str:
+        return FileSystems.join(self.root, f"{name}-{self.part}" if self.part else name)
 
     @property
     def root(self) -> str:
@@ -76,11 +84,11 @@ class StagingArea:
 
     @property
     def embeddings_prefix(self) -> str:
-        return FileSystems.join(self.root, EMBEDDINGS_PREFIX)
+        return self._prefix(EMBEDDINGS_PREFIX)
 
     @property
     def dead_letter_prefix(self) -> str:
-        return FileSystems.join(self.root, DEAD_LETTER_PREFIX)
+        return self._prefix(DEAD_LETTER_PREFIX)
 
     def embedding_files(self) -> list[str]:
         return match_files(FileSystems.join(self.root, EMBEDDINGS_GLOB))
@@ -90,7 +98,7 @@ class StagingArea:
 
     @property
     def documents_prefix(self) -> str:
-        return FileSystems.join(self.root, DOCUMENTS_PREFIX)
+        return self._prefix(DOCUMENTS_PREFIX)
 
     def document_files(self) -> list[str]:
         return match_files(FileSystems.join(self.root, DOCUMENTS_GLOB))

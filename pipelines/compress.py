@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import logging
 import os
 import sys
@@ -90,6 +91,7 @@ from pipelines.model_handler import (
     quiet_transformers,
 )
 from pipelines.read_corpus import ReadCorpusFiles
+from pipelines.user_buckets import UserBucket, auto_bucket_count
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, ValidateRows
 from schemas import (
     DEAD_LETTER_SCHEMA,
@@ -134,6 +136,7 @@ class CompressParams:
     device: str = "auto"
     share_model: bool = False
     compile_model: bool = False
+    user_buckets: int | None = None  # None: auto_bucket_count
     progress_every: int = 32
     store_ranges: int = 256
     rows_per_row_group: int = 64
@@ -153,6 +156,8 @@ class CompressParams:
         for name in ("batch_tokens", "max_batch_size", "store_ranges", "rows_per_row_group", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.user_buckets is not None and self.user_buckets < 1:
+            raise ValueError(f"--user-buckets must be >= 1 (got {self.user_buckets})")
         if self.max_doc_tokens is not None and self.max_doc_tokens < 1:
             raise ValueError(f"--max-doc-tokens must be >= 1 (got {self.max_doc_tokens})")
         if self.progress_every < 0:
@@ -183,6 +188,8 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", dest="compile_model", action="store_true", help="torch.compile the decoder layers")
     p.add_argument("--progress-every", dest="progress_every", type=int, default=d.progress_every)
     p.add_argument("--store-ranges", dest="store_ranges", type=int, default=d.store_ranges)
+    p.add_argument("--user-buckets", dest="user_buckets", type=int, default=None,
+                   help="users compressed in N hash buckets, one pipeline each (default: auto)")
     p.add_argument("--previous", default=None, help="store to update incrementally")
     p.add_argument("--doc-cache", dest="doc_cache", default=None, help="per-document compression cache directory")
     p.add_argument("--full-snapshot", dest="full_snapshot", action="store_true")
@@ -219,6 +226,8 @@ class JobPlan:
     previous: PreviousVersion | None = None
     cache_root: str | None = None
     cache_files: tuple[str, ...] = ()
+    input_rows: int = 0
+    user_buckets: int = 1
 
     @property
     def input_files(self) -> tuple[str, ...]:
@@ -233,6 +242,7 @@ class PreviousVersion:
     version: str | None
     embedding_files: tuple[str, ...]
     document_files: tuple[str, ...]
+    documents: int = 0  # averaged in that version (its manifest's count)
 
     @property
     def label(self) -> str:
@@ -265,20 +275,22 @@ def match_input(pattern: str) -> list[str]:
     return files
 
 
-def read_footer(path: str) -> tuple[pa.Schema, int]:
-    """The Arrow schema and row-group count in a Parquet file's footer (reads the footer only)."""
+def read_footer(path: str) -> tuple[pa.Schema, int, int]:
+    """The Arrow schema, row-group count and row count in a Parquet file's footer (reads the footer only)."""
     import pyarrow.parquet as pq
 
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             parquet = pq.ParquetFile(fh)
-            return parquet.schema_arrow, parquet.metadata.num_row_groups
+            return parquet.schema_arrow, parquet.metadata.num_row_groups, parquet.metadata.num_rows
     except Exception as exc:
         raise CompressError(f"--input file {path} is not a readable Parquet file: {exc}") from exc
 
 
-def check_input_schemas(files: Sequence[str], params: CompressParams, threads: int = 16) -> list[tuple[str, int]]:
-    """Every input file's footer, checked before any worker starts; returns ``[(file, row groups)]``.
+def check_input_schemas(
+    files: Sequence[str], params: CompressParams, threads: int = 16
+) -> tuple[list[tuple[str, int]], int]:
+    """Every input file's footer, checked before any worker starts; returns ``([(file, row groups)], rows)``.
 
     One error names each bad file and column.
     """
@@ -287,10 +299,11 @@ def check_input_schemas(files: Sequence[str], params: CompressParams, threads: i
     from schemas import SchemaError
 
     row_groups: dict[str, int] = {}
+    rows: dict[str, int] = {}
 
     def problem(path: str) -> str | None:
         try:
-            schema, row_groups[path] = read_footer(path)
+            schema, row_groups[path], rows[path] = read_footer(path)
             validate_corpus_schema(
                 schema,
                 source=path,
@@ -310,7 +323,7 @@ def check_input_schemas(files: Sequence[str], params: CompressParams, threads: i
             "; ".join(problems[:3]) + more + f". Expected columns {params.user_column!r}, {params.doc_id_column!r}, "
             f"{params.text_column!r} (rename them with --user-column / --doc-id-column / --text-column)"
         )
-    return [(path, row_groups[path]) for path in files]
+    return [(path, row_groups[path]) for path in files], sum(rows.values())
 
 
 def runner_name(options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> str:
@@ -343,7 +356,7 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
 
     pattern = resolve_input(params.input)
     files = match_input(pattern)
-    row_groups = check_input_schemas(files, params)
+    row_groups, input_rows = check_input_schemas(files, params)
 
     checkpoint = params.checkpoint or str(default_checkpoint_path())
     try:
@@ -375,6 +388,8 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
     previous = open_previous(params.previous, fp, k, d) if params.previous else None
     check_overwrite(output, params, previous)
     cache_root = normalize_location(params.doc_cache) if params.doc_cache else None
+    # the previous version's documents are read (and shuffled) with tonight's rows
+    buckets = params.user_buckets or auto_bucket_count(input_rows + (previous.documents if previous else 0), runner)
     return JobPlan(
         params=params,
         input_pattern=pattern,
@@ -393,6 +408,8 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
         previous=previous,
         cache_root=cache_root,
         cache_files=tuple(cache_files(cache_root, fp)) if cache_root else (),
+        input_rows=input_rows,
+        user_buckets=buckets,
     )
 
 
@@ -428,6 +445,7 @@ def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion
         version=store.version,
         embedding_files=tuple(as_uri(f) for f in store.embedding_files),
         document_files=tuple(as_uri(f) for f in store.document_files),
+        documents=int(store.manifest.counts.get("documents", 0)),
     )
 
 
@@ -570,8 +588,10 @@ class CountDeadLetters(beam.DoFn):
 
 
 # -- the graph ------------------------------------------------------------------------------
-def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed_at: datetime) -> dict[str, Any]:
-    """Add the job's steps to ``pipeline``; returns the main PCollections by name."""
+def build(
+    pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed_at: datetime, bucket: UserBucket = UserBucket()
+) -> dict[str, Any]:
+    """Add the job's steps for the users of ``bucket`` to ``pipeline``; returns the main PCollections by name."""
     p = plan.params
     k, d = plan.num_embeddings, plan.hidden_size
     handler = CompressorModelHandler(
@@ -587,19 +607,21 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed
         compile_model=p.compile_model,
     )
     rows = pipeline | "ReadCorpus" >> ReadCorpusFiles(
-        plan.input_row_groups, [p.user_column, p.doc_id_column, p.text_column]
+        plan.input_row_groups, [p.user_column, p.doc_id_column, p.text_column], bucket
     )
     validated = rows | "Validate" >> ValidateRows(p.user_column, p.doc_id_column, p.text_column)
     docs, reused, indexed = validated["docs"], [], []
     if plan.previous is not None:
         planned = docs | "PlanAgainstPrevious" >> PlanAgainstPrevious(
-            plan.previous.embedding_files, plan.previous.document_files, (k, d), p.full_snapshot
+            plan.previous.embedding_files, plan.previous.document_files, (k, d), p.full_snapshot, bucket
         )
         docs = planned.needed
         reused.append(planned[PARTIAL_TAG])
         indexed.append(planned[INDEX_TAG])
     if plan.cache_root is not None:
-        resolved = docs | "ResolveFromCache" >> ResolveFromCache(plan.cache_files, (k, d), plan.checkpoint_fingerprint)
+        resolved = docs | "ResolveFromCache" >> ResolveFromCache(
+            plan.cache_files, (k, d), plan.checkpoint_fingerprint, bucket
+        )
         docs = resolved.miss
     tokenized = docs | "Tokenize" >> beam.ParDo(
         TokenizeDocs(plan.base_model, plan.max_doc_tokens)
@@ -608,7 +630,9 @@ def build(pipeline: beam.Pipeline, plan: JobPlan, staging: StagingArea, computed
     per_doc = compressed | "KeyByUser" >> beam.ParDo(KeyByUser(p.progress_every, staging.run_id))
     keyed = [compressed]
     if plan.cache_root is not None:
-        _ = compressed | "WriteCache" >> WriteCache(plan.cache_root, staging.run_id, (k, d), plan.checkpoint_fingerprint)
+        _ = compressed | "WriteCache" >> WriteCache(
+            plan.cache_root, "-".join(filter(None, (staging.run_id, bucket.tag))), (k, d), plan.checkpoint_fingerprint
+        )
         hits = resolved[HIT_TAG]
         keyed.append(hits)
         reused.append(hits | "KeyCacheHitsByUser" >> beam.Map(lambda kv: (user_key(kv[0][0]), kv[1])))
@@ -697,6 +721,18 @@ def metric_counts(result: Any) -> tuple[dict[str, int], bool] | None:
     return counts, committed
 
 
+def summed_metric_counts(buckets: Sequence[tuple[dict[str, int], bool] | None]) -> tuple[dict[str, int], bool]:
+    """The user buckets' :func:`metric_counts` added up (``*_max``: the largest); committed if all were."""
+    total: dict[str, int] = {}
+    committed = bool(buckets)
+    for bucket in buckets:
+        counts, ok = bucket or ({}, False)
+        committed = committed and ok
+        for name, value in counts.items():
+            total[name] = max(total.get(name, 0), value) if name.endswith("_max") else total.get(name, 0) + value
+    return total, committed
+
+
 def _committed(item: Any) -> Any:
     try:
         return item.committed
@@ -723,6 +759,7 @@ def run_job(
         f"commer: input {plan.input_pattern} ({len(plan.input_files)} file(s)); "
         f"checkpoint {plan.checkpoint_fingerprint[:12]} (k={plan.num_embeddings}, d={plan.hidden_size}, "
         f"base {plan.base_model}); runner {plan.runner}"
+        + (f"; {plan.user_buckets} user buckets, one pipeline each" if plan.user_buckets > 1 else "")
     )
     if not plan.checkpoint_trained:
         echo("commer: note: this checkpoint is UNTRAINED (a placeholder); its soft prompts are not meaningful yet")
@@ -733,12 +770,22 @@ def run_job(
     staging = new_staging_area(plan.output)
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
+    bucket_metrics = []
     try:
-        build(pipeline, plan, staging, started)
-        result = pipeline.run()
-        state = result.wait_until_finish()
-        if state not in (PipelineState.DONE, None):
-            raise CompressError(f"pipeline ended in state {state}")
+        for index in range(plan.user_buckets):
+            bucket = UserBucket(index, plan.user_buckets)
+            if index > 0:
+                pipeline = beam.Pipeline(options=options)
+            build(pipeline, plan, staging.for_part(bucket.tag), started, bucket)
+            result = pipeline.run()
+            state = result.wait_until_finish()
+            if state not in (PipelineState.DONE, None):
+                raise CompressError(f"pipeline of {bucket} ended in state {state}")
+            bucket_metrics.append(metric_counts(result))
+            del pipeline, result  # a finished bucket's runner state must not outlive it
+            if plan.user_buckets > 1:
+                gc.collect()
+                echo(f"commer: {bucket} done ({time.monotonic() - t0:.1f} s)")
     except CompressError:
         abandon(staging)
         raise
@@ -749,7 +796,7 @@ def run_job(
     finished = datetime.now(timezone.utc)
     try:
         counts = staged_counts(staging)
-        metrics, committed = metric_counts(result) or ({}, False)
+        metrics, committed = summed_metric_counts(bucket_metrics)
         counts.update({name: value for name, value in metrics.items() if name not in counts})
         check_counts(counts, committed, echo)
         if counts["users"] == 0:

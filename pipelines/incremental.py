@@ -35,6 +35,7 @@ from commer_core.merge import MeanPool
 from commer_core.store import embedding_matrix
 from pipelines.commit import WriteParquetTables
 from pipelines.model_handler import DocKey
+from pipelines.user_buckets import UserBucket
 from pipelines.validate import METRICS_NAMESPACE
 from schemas import doc_cache_schema, text_sha256
 
@@ -155,10 +156,10 @@ class PlanAgainstPrevious(beam.PTransform):
     """Tonight's documents + a previous store version -> needed docs, reused partials, index rows."""
 
     def __init__(self, embedding_files: Sequence[str], document_files: Sequence[str], shape: tuple[int, int],
-                 full_snapshot: bool):
+                 full_snapshot: bool, bucket: UserBucket = UserBucket()):
         super().__init__()
         self._embedding_files, self._document_files = list(embedding_files), list(document_files)
-        self._shape, self._full_snapshot = shape, full_snapshot
+        self._shape, self._full_snapshot, self._bucket = shape, full_snapshot, bucket
 
     def expand(self, docs: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         pipeline, shape = docs.pipeline, self._shape
@@ -166,11 +167,13 @@ class PlanAgainstPrevious(beam.PTransform):
             pipeline
             | "ReadPreviousEmbeddings" >> ReadParquetTables(self._embedding_files, ["user_id", "embedding", "n_docs"])
             | "ToPools" >> beam.FlatMap(pools_from_table, shape)
+            | "KeepBucketPools" >> beam.Filter(self._bucket.contains_key)
         )
         index = (
             pipeline
             | "ReadPreviousIndex" >> ReadParquetTables(self._document_files, ["user_id", "doc_id", "text_sha256"])
             | "ToIndexKeys" >> beam.FlatMap(index_from_table)
+            | "KeepBucketIndex" >> beam.Filter(self._bucket.contains_key)
         )
         tonight = docs | "KeyTonightByUser" >> beam.Map(lambda d: (d.user_id, d))
         return (
@@ -204,9 +207,11 @@ class PickCached(beam.DoFn):
 class ResolveFromCache(beam.PTransform):
     """Needed documents -> main: documents for the model; ``cache_hit``: ``(key, float32[k, d])``."""
 
-    def __init__(self, cache_files: Sequence[str], shape: tuple[int, int], fingerprint: str):
+    def __init__(self, cache_files: Sequence[str], shape: tuple[int, int], fingerprint: str,
+                 bucket: UserBucket = UserBucket()):
         super().__init__()
         self._files, self._shape, self._fingerprint = list(cache_files), shape, fingerprint
+        self._bucket = bucket
 
     def expand(self, docs: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         cached = (
@@ -214,6 +219,7 @@ class ResolveFromCache(beam.PTransform):
             | "ReadCache" >> ReadParquetTables(self._files, ["user_id", "doc_id", "text_sha256",
                                                              "checkpoint_fingerprint", "embedding"])
             | "ToCacheEntries" >> beam.FlatMap(cache_entries_from_table, self._shape, self._fingerprint)
+            | "KeepBucketEntries" >> beam.Filter(self._bucket.contains_key)
         )
         keyed = docs | "KeyByDocument" >> beam.Map(lambda d: (d.key(), d))
         return (

@@ -10,6 +10,9 @@ raises ``UnicodeDecodeError`` for the whole file when a single string value hold
 invalid UTF-8 (Parquet writers do not all validate it). Here such a batch is decoded
 value by value, and a value that is not valid UTF-8 stays ``bytes``: it reaches the
 row validator, which dead-letters that row with a reason and keeps every other row.
+
+With user buckets (:mod:`pipelines.user_buckets`) each bucket's pipeline keeps only
+its users' rows, dropped on the Arrow table before any row becomes a Python dict.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.user_buckets import UserBucket
 from schemas import is_stringlike
 
 
@@ -60,30 +64,39 @@ class CorpusReadError(IOError):
     """A corpus file's data could not be read (its footer could)."""
 
 
-def read_row_group(element: tuple[str, int], columns: Sequence[str]) -> Iterable[tuple[str, dict[str, Any]]]:
-    """``(file, row group)`` -> ``(file, row)`` for each of its rows."""
+def read_row_group(
+    element: tuple[str, int], columns: Sequence[str], user_column: str = "", bucket: UserBucket = UserBucket()
+) -> Iterable[tuple[str, dict[str, Any]]]:
+    """``(file, row group)`` -> ``(file, row)`` for each of its rows whose user is in ``bucket``."""
     path, index = element
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             table = pq.ParquetFile(fh).read_row_group(index, columns=list(columns))
     except Exception as exc:
         raise CorpusReadError(f"--input file {path}, row group {index}: {type(exc).__name__}: {exc}") from exc
+    if bucket.count > 1:
+        users = _lenient_column(table.column(user_column))
+        table = table.filter(pa.array([bucket.contains(user) for user in users], pa.bool_()))
     for row in table_rows(table):
         yield path, row
 
 
 class ReadCorpusFiles(beam.PTransform):
-    """``[(file, row groups), ...]`` -> ``(source_file, row_dict)`` for the given columns."""
+    """``[(file, row groups), ...]`` -> ``(source_file, row_dict)`` for the given columns.
 
-    def __init__(self, files: Sequence[tuple[str, int]], columns: Sequence[str]):
+    ``columns`` starts with the user column, which ``bucket`` selects rows by.
+    """
+
+    def __init__(self, files: Sequence[tuple[str, int]], columns: Sequence[str], bucket: UserBucket = UserBucket()):
         super().__init__()
         self._parts = [(path, index) for path, row_groups in files for index in range(row_groups)]
         self._columns = list(columns)
+        self._bucket = bucket
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
             | "RowGroups" >> beam.Create(self._parts)
             | "SpreadRowGroups" >> beam.Reshuffle()
-            | "ReadRowGroups" >> beam.FlatMap(read_row_group, self._columns)
+            | "ReadRowGroups" >> beam.FlatMap(read_row_group, self._columns, self._columns[0], self._bucket)
         )

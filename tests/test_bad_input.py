@@ -117,6 +117,33 @@ def test_invalid_utf8_and_control_characters_are_dead_lettered_row_by_row(tmp_pa
     assert result.counts["rows_read"] == 4
 
 
+def test_user_buckets_give_the_same_store_and_dead_letter_each_bad_row_once(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = GOOD + [{"user_id": f"u{i}", "doc_id": str(j), "text": f"Document {j} of user {i}."}
+                   for i in range(12) for j in range(2)]
+    rows += [{"user_id": None, "doc_id": "n", "text": "No user."}, {"user_id": "ann", "doc_id": "e", "text": " "},
+             {"user_id": "ben", "doc_id": "1", "text": "Conflicts with ben's first document."}]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "a.parquet")
+    pq.write_table(pa.table({"user_id": pa.array(["7", "7", "8"]).dictionary_encode(), "doc_id": ["a", "a", "b"],
+                             "text": ["Same row twice.", "Same row twice.", "Integer user eight."]}),
+                   folder / "b.parquet")
+    results = {n: run_job(str(folder), tmp_path / f"out-{n}", tiny_checkpoint, "--user-buckets", str(n))
+               for n in (1, 3)}
+    stores = {n: open_store(r.output) for n, r in results.items()}
+    one, three = (stores[n].get(stores[n].users()) for n in (1, 3))
+    assert sorted(one) == sorted(three) and len(one) == 15  # ann, u0-u11, 7, 8 (ben's rows conflict)
+    for user in one:
+        assert one[user][1] == three[user][1]
+        np.testing.assert_allclose(three[user][0], one[user][0], atol=1e-5)
+    dead = {n: sorted((d["doc_id"], d["reason"]) for d in stores[n].dead_letters().to_pylist()) for n in (1, 3)}
+    assert dead[1] == dead[3] and len(dead[3]) == 5  # null user, blank text, ben's 2 conflicting, 7's copy
+    for n, result in results.items():
+        assert result.counts["rows_read"] == len(rows) + 3 == result.counts["documents"] + result.counts["dead_letters"]
+    names = [os.path.basename(f) for f in stores[3].embedding_files]
+    assert {name.split("-")[1] for name in names} == {"b0000", "b0001", "b0002"}
+
+
 def test_a_5_mb_document_is_truncated_not_fatal(tmp_path, tiny_checkpoint):
     huge = "All work and no play makes a very long document. " * 105_000  # ~5.2 MB
     corpus = write_corpus(tmp_path / "corpus", [*GOOD, {"user_id": "ann", "doc_id": "big", "text": huge}], n_files=1)

@@ -57,10 +57,13 @@ def nights(tmp_path_factory, tiny_checkpoint):
     return root, night_1, night_2, full
 
 
-@pytest.mark.parametrize("with_cache", [False, True], ids=["no-cache", "cache"])
-def test_incremental_run_equals_a_full_recompute(nights, tiny_checkpoint, tmp_path, with_cache):
+@pytest.mark.parametrize("with_cache,buckets", [(False, 1), (True, 1), (True, 4)],
+                         ids=["no-cache", "cache", "cache-4-user-buckets"])
+def test_incremental_run_equals_a_full_recompute(nights, tiny_checkpoint, tmp_path, with_cache, buckets):
+    """4 buckets: alice+carol, bob+dave, erin and an empty one; a user's rows, store row and cache entries meet."""
     root, night_1, night_2, full = nights
     cache = ("--doc-cache", str(tmp_path / "cache")) if with_cache else ()
+    cache += ("--user-buckets", str(buckets))
     first = run_job(night_1, tmp_path / "store", tiny_checkpoint, *cache)
     before = embeddings(tmp_path / "store")
     second = run_job(night_2, tmp_path / "store", tiny_checkpoint, "--previous", str(tmp_path / "store"), *cache)
@@ -84,6 +87,8 @@ def test_incremental_run_equals_a_full_recompute(nights, tiny_checkpoint, tmp_pa
     assert len(index) == c["documents"] == 8  # alice 3, bob 1, carol 2, dave 1, erin 1
     edited = {"user_id": "carol", "doc_id": "carol-0", "text_sha256": text_sha256("The striker scored three times.")}
     assert edited in index
+    names = [os.path.basename(f) for f in open_store(tmp_path / "store").embedding_files]
+    assert all(("-b000" in name) == (buckets > 1) for name in names)
 
 
 def test_full_snapshot_drops_users_absent_from_the_input(nights, tiny_checkpoint, tmp_path):

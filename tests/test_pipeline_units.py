@@ -247,3 +247,21 @@ def test_sort_and_batch_by_tokens_bounds_batches_and_its_buffer():
         widths = [len(ids) + 4 for _, ids in batch]
         assert widths == sorted(widths) and len(batch) <= 8
         assert len(batch) == 1 or len(batch) * max(widths) <= 120
+
+
+def test_user_buckets_partition_users_stably_and_size_automatically():
+    from pipelines.user_buckets import ROWS_PER_BUCKET, UserBucket, auto_bucket_count
+
+    users = [f"user-{i}" for i in range(1000)] + ["", "ü-ñ", "\udcff"]
+    owners = {u: [i for i in range(7) if UserBucket(i, 7).contains(u)] for u in users}
+    assert all(len(found) == 1 for found in owners.values())  # every user in exactly one bucket
+    sizes = [sum(found == [i] for found in owners.values()) for i in range(7)]
+    assert min(sizes) > 100  # spread: about 143 each
+    assert owners == {u: [i for i in range(7) if UserBucket(i, 7).contains(u)] for u in users}  # stable
+    assert [UserBucket(i, 3).contains(None) for i in range(3)] == [True, False, False]  # bad ids: bucket 0
+    assert UserBucket(0, 1).contains(b"\xff") and UserBucket(0, 1).tag == "" and UserBucket(2, 3).tag == "b0002"
+    with pytest.raises(ValueError):
+        UserBucket(3, 3)
+    assert auto_bucket_count(ROWS_PER_BUCKET, "DirectRunner") == 1
+    assert auto_bucket_count(ROWS_PER_BUCKET + 1, "DirectRunner") == 2
+    assert auto_bucket_count(10**9, "DataflowRunner") == 1
