@@ -32,6 +32,9 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
               help="Documents of the pipeline comparison (enough to amortize Beam's and the workers' start-up).")
 @click.option("--skip-pipeline", is_flag=True, help="Only the naive loop and commer_core.")
 @click.option("--batch-tokens", default=2048, show_default=True, type=click.IntRange(64))
+@click.option("--compile/--no-compile", "compile_layers", default=True, show_default=True,
+              help="Also time commer_core with torch.compile'd layers (what compress --compile runs), and run the "
+                   "pipeline comparison with --compile.")
 @click.option("--generation/--no-generation", default=True, show_default=True,
               help="Also time batched generation at batch 1, 8, 32 (serving).")
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
@@ -48,13 +51,14 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 @click.option("--write-docs/--no-write-docs", default=False, show_default=True,
               help="Rewrite docs/PERFORMANCE.md's measured section and docs/performance.png.")
 def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs: int, skip_pipeline: bool,
-          batch_tokens: int, generation: bool, checkpoint: str | None, json_path: Path | None, scaling: bool,
+          batch_tokens: int, compile_layers: bool, generation: bool, checkpoint: str | None, json_path: Path | None, scaling: bool,
           scaling_model: str, write_docs: bool) -> None:
     """Measure docs/s, tokens/s, fraction of matmul peak, padding and peak RSS; print a table."""
     import torch
 
     from commer_core import perf
     from commer_core.checkpoint import load_checkpoint
+    from commer_core.compressor import tokenize_documents
     from commer_core.defaults import default_checkpoint_path
     from pipelines.model_handler import quiet_transformers
 
@@ -70,41 +74,49 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
                               "docs_per_mix": n_docs, "batch_tokens": batch_tokens,
                               "matmul_peak_gflops": peak, "mixes": {}}
     docs_by_mix: dict[str, list[list[int]]] = {}
-    for mix in mixes:
+    for mix in mixes:  # real text at the mix's own lengths, whatever the checkpoint truncates at
         ids = perf.make_documents(mix, n_docs, len(compressor.tokenizer), seed=1)
-        docs_by_mix[mix] = [d.ids for d in compressor.tokenize([compressor.tokenizer.decode(x) for x in ids])]
-    naive, unmerged = {}, {}
+        texts = [compressor.tokenizer.decode(x) for x in ids]
+        docs_by_mix[mix] = [d.ids for d in tokenize_documents(compressor.tokenizer, texts, perf.MAX_MIX_TOKENS)]
+    naive = {}
     for mix, docs in docs_by_mix.items():
         say(f"bench: {mix}: naive loop over {len(docs)} documents ...")
         naive[mix] = perf.time_naive(compressor, docs)
-        say(f"bench: {mix}: commer_core batched, LoRA as separate kernels ...")
-        unmerged[mix] = perf.time_compressor(compressor, docs, batch_tokens=batch_tokens)
     if generation:  # before the LoRA is merged: generation switches it off
         say("bench: generation at batch 1, 8, 32 ...")
         report["generation"] = _generation(compressor)
     compressor.merge_lora()  # what the compress job's workers do
-    core = {}
-    for mix, docs in docs_by_mix.items():
-        say(f"bench: {mix}: commer_core batched ...")
-        core[mix] = perf.best_of(lambda: perf.time_compressor(compressor, docs, batch_tokens=batch_tokens), 2)
-    # the peak is what the machine showed at its best in this run: a shared machine's
-    # neighbours can depress any single measurement, the peak's as much as the model's
-    peak = max(peak, perf.matmul_peak_gflops(torch.float32))
-    report["matmul_peak_gflops"] = peak
-    say(f"bench: matmul peak fp32, best of two measurements: {peak:.1f} GFLOP/s")
+    variants = {"core_eager": {}, "core": {}} if compile_layers else {"core": {}}
+    peaks = [peak]
+    for variant, timings in variants.items():
+        if variant == "core" and compile_layers:
+            say("bench: compiling the decoder layers (torch.compile) ...")
+            compressor.compile_layers()
+            compressor.compress_tokenized(docs_by_mix[mixes[0]][:8], batch_tokens=batch_tokens)
+        for mix, docs in docs_by_mix.items():
+            say(f"bench: {mix}: commer_core batched, {'compiled layers' if variant == 'core' and compile_layers else 'eager'} ...")
+            # the peak is what the machine showed at its best in this run, measured next to every
+            # timing: a shared machine's neighbours depress any single measurement, the peak's too
+            peaks.append(perf.matmul_peak_gflops(torch.float32))
+            timings[mix] = perf.best_of(lambda: perf.time_compressor(compressor, docs, batch_tokens=batch_tokens), 2)
+    peak = max(peaks)
+    report.update(matmul_peak_gflops=peak, matmul_peak_samples=peaks, compiled=compile_layers)
+    say(f"bench: matmul peak fp32, best of {len(peaks)} measurements: {peak:.1f} GFLOP/s")
     for mix in docs_by_mix:
-        report["mixes"][mix] = {"naive": _row(naive[mix], peak), "core_lora_unmerged": _row(unmerged[mix], peak),
-                                "core": _row(core[mix], peak),
-                                "core_vs_naive": core[mix].docs_per_s / naive[mix].docs_per_s}
+        rows = {"naive": _row(naive[mix], peak), **{v: _row(t[mix], peak) for v, t in variants.items()}}
+        report["mixes"][mix] = {**rows, "core_vs_naive": variants["core"][mix].docs_per_s / naive[mix].docs_per_s}
     first = report["mixes"][mixes[0]]
     report.update(naive_docs_per_s=first["naive"]["docs_per_s"], core_docs_per_s=first["core"]["docs_per_s"],
                   core_fraction_of_peak=min(m["core"]["fraction_of_peak"] for m in report["mixes"].values()),
                   padding_fraction=report["mixes"].get("lognormal", first)["core"]["padding_fraction"])
+    if compile_layers:
+        report["core_eager_docs_per_s"] = first["core_eager"]["docs_per_s"]
+        report["core_eager_fraction_of_peak"] = min(m["core_eager"]["fraction_of_peak"] for m in report["mixes"].values())
     report["bf16"] = _bf16(compressor, docs_by_mix[mixes[0]], batch_tokens, peak)
     if not skip_pipeline:
         ids = perf.make_documents(pipeline_mix, pipeline_docs, len(compressor.tokenizer), seed=2)
         texts = [compressor.tokenizer.decode(x) for x in ids]
-        report["pipeline"] = _pipeline(ckpt, texts, batch_tokens, say)
+        report["pipeline"] = _pipeline(ckpt, texts, batch_tokens, compile_layers, say)
         report.update(pipeline_docs_per_s=report["pipeline"]["in_process"]["marginal_docs_per_s"],
                       pipeline_mp_docs_per_s=report["pipeline"]["multi_process"]["marginal_docs_per_s"])
     if scaling:
@@ -158,14 +170,15 @@ def _bf16(compressor: Any, docs: list[list[int]], batch_tokens: int, peak32: flo
             "mean_abs_diff": float(diff.mean())}
 
 
-def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, say: Any) -> dict[str, Any]:
+def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, compile_layers: bool, say: Any) -> dict[str, Any]:
     """The full Beam job on the same documents (10 per user), in-process and with 2 worker processes.
 
     Each variant (commer_core: load the checkpoint and compress the texts, tokenization
     included; the job in-process; the job with 2 workers) runs on the first quarter of
     the texts and on all of them. The difference gives its steady-state throughput
     (``marginal_docs_per_s``, what a nightly run over millions of documents sees) and its
-    fixed start-up cost (process start, model loads), reported apart.
+    fixed start-up cost (process start, model loads, compiling), reported apart. With
+    ``compile_layers`` every variant compiles its layers (the job with ``--compile``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -178,6 +191,8 @@ def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, say: Any) -> dict[
     def core(subset: list[str]) -> None:
         reference = load_checkpoint(ckpt)
         reference.merge_lora()
+        if compile_layers:
+            reference.compile_layers()
         reference.compress_texts(subset, batch_tokens=batch_tokens)
 
     out: dict[str, Any] = {"docs": len(texts), "sizes": list(sizes)}
@@ -192,7 +207,7 @@ def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, say: Any) -> dict[
             return lambda subset: run_job(
                 CompressParams(input=str(corpora[len(subset)]), output=tempfile.mkdtemp(dir=tmp),
                                checkpoint=ckpt, batch_tokens=batch_tokens, device="cpu", progress_every=0,
-                               overwrite=True),
+                               overwrite=True, compile_model=compile_layers),
                 beam_args, echo=lambda _m: None)
 
         variants = {"core_with_load": core, "in_process": job([]),
@@ -256,18 +271,21 @@ def _generation(compressor: Any, n_requests: int = 32, new_tokens: int = 16) -> 
 
 def markdown_tables(r: dict[str, Any]) -> str:
     """The report as markdown: per-mix compressor table, pipeline, bf16, generation."""
+    samples = r.get("matmul_peak_samples", [r["matmul_peak_gflops"]])
     lines = [f"Machine: {r['machine']}; {r['threads']} threads; matmul peak fp32 "
-             f"{r['matmul_peak_gflops']:.1f} GFLOP/s (2048^3, same run). {r['docs_per_mix']} documents per mix, "
+             f"{r['matmul_peak_gflops']:.1f} GFLOP/s (2048^3, the best of {len(samples)} measurements in this run, "
+             f"which ranged {min(samples):.0f}-{max(samples):.0f}). {r['docs_per_mix']} documents per mix, "
              f"token budget {r['batch_tokens']} per batch.", "",
              "| mix | method | docs/s | tokens/s | GFLOP/s | fraction of peak | padding | vs naive |",
              "|---|---|---|---|---|---|---|---|"]
     for mix, m in r["mixes"].items():
-        for name in ("naive", "core_lora_unmerged", "core"):
+        for name in ("naive", "core_eager", "core"):
             row = m.get(name)
             if row is None:
                 continue
             ratio = row["docs_per_s"] / m["naive"]["docs_per_s"]
-            lines.append(f"| {mix} | {name.replace('_', ' ')} | {row['docs_per_s']:.2f} | {row['tokens_per_s']:.0f} | "
+            title = {"core_eager": "core (eager)", "core": "core (compiled)" if r.get("compiled") else "core"}.get(name, name)
+            lines.append(f"| {mix} | {title} | {row['docs_per_s']:.2f} | {row['tokens_per_s']:.0f} | "
                          f"{row['gflops']:.1f} | {row['fraction_of_peak']:.0%} | {row['padding_fraction']:.1%} | "
                          f"{ratio:.2f}x |")
     if "pipeline" in r:
@@ -295,11 +313,13 @@ def markdown_tables(r: dict[str, Any]) -> str:
     if "scaling" in r:
         sc = r["scaling"]
         lines += ["", f"Scaling of the whole job (in-process DirectRunner, one fresh process per row, model "
-                      f"{sc['model']}; it isolates the pipeline's own cost and memory):", "",
-                  "| documents | docs per user | users | seconds | docs/s | model seconds | peak RSS MiB |",
-                  "|---|---|---|---|---|---|---|"]
+                      f"{sc['model']}; it isolates the pipeline's own cost and memory; user buckets as the job "
+                      "chooses them, one per 10,000 rows):", "",
+                  "| documents | docs per user | users | user buckets | seconds | docs/s | model seconds | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
         for run in sc["runs"]:
-            lines.append(f"| {run['docs']} | {run['docs_per_user']} | {run['users']} | {run['seconds']:.1f} | "
+            lines.append(f"| {run['docs']} | {run['docs_per_user']} | {run['users']} | {run.get('user_buckets', 1)} | "
+                         f"{run['seconds']:.1f} | "
                          f"{run['docs_per_s']:.0f} | {run['model_seconds']:.1f} | {run['peak_rss_mb']:.0f} |")
         if "rss_growth_10k_to_100k" in sc:
             lines.append(f"\nPeak RSS growth from 10k to 100k documents: {sc['rss_growth_10k_to_100k']:+.1%}.")
@@ -312,7 +332,8 @@ def markdown_tables(r: dict[str, Any]) -> str:
 
 def targets_table(r: dict[str, Any]) -> str:
     """The CPU targets of docs/PERFORMANCE.md against this run's figures."""
-    rows = [("commer_core >= 80% of the fp32 matmul peak, every mix", r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
+    core = "commer_core (compiled layers)" if r.get("compiled") else "commer_core"
+    rows = [(f"{core} >= 80% of the fp32 matmul peak, every mix", r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
     if "tweet" in r["mixes"]:
         rows.append((">= 2x the naive loop on tweets", r["mixes"]["tweet"]["core_vs_naive"], 2.0, "{:.2f}x", True))
     if "pipeline" in r:
@@ -354,11 +375,14 @@ def _write_docs(report: dict[str, Any], table: str) -> None:
 
     mixes = list(report["mixes"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.38
-    for j, name in enumerate(("naive", "core")):
-        xs = [i + (j - 0.5) * width for i in range(len(mixes))]
-        ax1.bar(xs, [report["mixes"][m][name]["docs_per_s"] for m in mixes], width, label=name)
-        ax2.bar(xs, [report["mixes"][m][name]["fraction_of_peak"] for m in mixes], width, label=name)
+    names = [n for n in ("naive", "core_eager", "core") if n in report["mixes"][mixes[0]]]
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(mixes))]
+        label = {"core_eager": "core (eager)", "core": "core (compiled)" if report.get("compiled") else "core"}.get(
+            name, name)
+        ax1.bar(xs, [report["mixes"][m][name]["docs_per_s"] for m in mixes], width, label=label)
+        ax2.bar(xs, [report["mixes"][m][name]["fraction_of_peak"] for m in mixes], width, label=label)
     for ax, title in ((ax1, "documents / s"), (ax2, "fraction of fp32 matmul peak")):
         ax.set_xticks(range(len(mixes)), mixes)
         ax.set_title(title)

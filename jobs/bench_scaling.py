@@ -41,6 +41,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one size in this process; returns seconds, docs/s and this process's peak RSS."""
     from commer_core.perf import peak_rss_mb
     from pipelines.compress import CompressParams, run_job
+    from pipelines.user_buckets import auto_bucket_count
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.parquet"
@@ -52,7 +53,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         result = run_job(params, echo=lambda _m: None)
         seconds = time.perf_counter() - start
     return {**spec, "seconds": seconds, "docs_per_s": spec["docs"] / seconds, "peak_rss_mb": peak_rss_mb(),
-            "users": result.counts["users"], "model_seconds": result.counts.get("inference_ms", 0) / 1000}
+            "users": result.counts["users"], "model_seconds": result.counts.get("inference_ms", 0) / 1000,
+            "user_buckets": auto_bucket_count(spec["docs"], "DirectRunner")}
 
 
 def run_sizes(checkpoint: str, sizes: list[int], docs_per_user: list[int], users_total: int, batch_tokens: int,

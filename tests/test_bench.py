@@ -24,7 +24,9 @@ def test_bench_reports_ratios_against_naive_and_peak(tiny_checkpoint, tmp_path):
     tweet = r["mixes"]["tweet"]
     assert tweet["core_vs_naive"] == tweet["core"]["docs_per_s"] / tweet["naive"]["docs_per_s"]
     assert 0 <= r["padding_fraction"] <= 0.1  # the planner caps padding per batch
-    assert "| tweet | core |" in result.output and "machine-hours" in result.output
+    assert r["compiled"] and tweet["core_eager"]["docs_per_s"] > 0 and r["core_eager_fraction_of_peak"] > 0
+    assert len(r["matmul_peak_samples"]) == 5 and r["matmul_peak_gflops"] == max(r["matmul_peak_samples"])
+    assert "| tweet | core (compiled) |" in result.output and "machine-hours" in result.output
 
 
 @pytest.mark.slow
@@ -34,4 +36,5 @@ def test_scaling_runs_each_size_in_its_own_process(tiny_checkpoint):
     out = run_sizes(str(tiny_checkpoint), [200], [1, 50], 100, 512, say=lambda _m: None)
     runs = out["runs"]
     assert [(r["docs"], r["docs_per_user"], r["users"]) for r in runs] == [(200, 10, 20), (100, 1, 100), (100, 50, 2)]
+    assert [r["user_buckets"] for r in runs] == [1, 1, 1]
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 100 for r in runs)
