@@ -109,7 +109,8 @@ class Compressor(nn.Module):
         """Compile every decoder layer with ``torch.compile`` (inductor): fused norms, rotary and activations.
 
         Eager PyTorch runs each elementwise op as its own pass over memory; on a 2-core
-        CPU those passes cost about a fifth of a forward. Layers are compiled one by one
+        CPU those passes cost about a fifth of a forward (a profile), though fusing them
+        gave no reliable speed-up there (docs/PERFORMANCE.md). Layers are compiled one by one
         (not the whole decoder) because they share one graph, their weights being graph
         inputs: about 15 s on 2 CPU cores instead of about 3 minutes. Shapes are dynamic,
         so batch shapes do not recompile. Needs a C++ compiler on CPU hosts. For

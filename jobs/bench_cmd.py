@@ -32,9 +32,8 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
               help="Documents of the pipeline comparison (enough to amortize Beam's and the workers' start-up).")
 @click.option("--skip-pipeline", is_flag=True, help="Only the naive loop and commer_core.")
 @click.option("--batch-tokens", default=2048, show_default=True, type=click.IntRange(64))
-@click.option("--compile/--no-compile", "compile_layers", default=True, show_default=True,
-              help="Also time commer_core with torch.compile'd layers (what compress --compile runs), and run the "
-                   "pipeline comparison with --compile.")
+@click.option("--compile/--no-compile", "compile_layers", default=False, show_default=True,
+              help="Also time commer_core with torch.compile'd decoder layers (what compress --compile runs).")
 @click.option("--generation/--no-generation", default=True, show_default=True,
               help="Also time batched generation at batch 1, 8, 32 (serving).")
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
@@ -86,15 +85,15 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
         say("bench: generation at batch 1, 8, 32 ...")
         report["generation"] = _generation(compressor)
     compressor.merge_lora()  # what the compress job's workers do
-    variants = {"core_eager": {}, "core": {}} if compile_layers else {"core": {}}
+    variants = {"core": {}, "core_compiled": {}} if compile_layers else {"core": {}}
     peaks = [peak]
     for variant, timings in variants.items():
-        if variant == "core" and compile_layers:
+        if variant == "core_compiled":
             say("bench: compiling the decoder layers (torch.compile) ...")
             compressor.compile_layers()
             compressor.compress_tokenized(docs_by_mix[mixes[0]][:8], batch_tokens=batch_tokens)
         for mix, docs in docs_by_mix.items():
-            say(f"bench: {mix}: commer_core batched, {'compiled layers' if variant == 'core' and compile_layers else 'eager'} ...")
+            say(f"bench: {mix}: commer_core batched{', compiled layers' if variant == 'core_compiled' else ''} ...")
             # the peak is what the machine showed at its best in this run, measured next to every
             # timing: a shared machine's neighbours depress any single measurement, the peak's too
             peaks.append(perf.matmul_peak_gflops(torch.float32))
@@ -110,13 +109,14 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
                   core_fraction_of_peak=min(m["core"]["fraction_of_peak"] for m in report["mixes"].values()),
                   padding_fraction=report["mixes"].get("lognormal", first)["core"]["padding_fraction"])
     if compile_layers:
-        report["core_eager_docs_per_s"] = first["core_eager"]["docs_per_s"]
-        report["core_eager_fraction_of_peak"] = min(m["core_eager"]["fraction_of_peak"] for m in report["mixes"].values())
+        report["core_compiled_docs_per_s"] = first["core_compiled"]["docs_per_s"]
+        report["core_compiled_fraction_of_peak"] = min(
+            m["core_compiled"]["fraction_of_peak"] for m in report["mixes"].values())
     report["bf16"] = _bf16(compressor, docs_by_mix[mixes[0]], batch_tokens, peak)
     if not skip_pipeline:
         ids = perf.make_documents(pipeline_mix, pipeline_docs, len(compressor.tokenizer), seed=2)
         texts = [compressor.tokenizer.decode(x) for x in ids]
-        report["pipeline"] = _pipeline(ckpt, texts, batch_tokens, compile_layers, say)
+        report["pipeline"] = _pipeline(ckpt, texts, batch_tokens, say)
         report.update(pipeline_docs_per_s=report["pipeline"]["in_process"]["marginal_docs_per_s"],
                       pipeline_mp_docs_per_s=report["pipeline"]["multi_process"]["marginal_docs_per_s"])
     if scaling:
@@ -170,15 +170,14 @@ def _bf16(compressor: Any, docs: list[list[int]], batch_tokens: int, peak32: flo
             "mean_abs_diff": float(diff.mean())}
 
 
-def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, compile_layers: bool, say: Any) -> dict[str, Any]:
+def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, say: Any) -> dict[str, Any]:
     """The full Beam job on the same documents (10 per user), in-process and with 2 worker processes.
 
     Each variant (commer_core: load the checkpoint and compress the texts, tokenization
     included; the job in-process; the job with 2 workers) runs on the first quarter of
     the texts and on all of them. The difference gives its steady-state throughput
     (``marginal_docs_per_s``, what a nightly run over millions of documents sees) and its
-    fixed start-up cost (process start, model loads, compiling), reported apart. With
-    ``compile_layers`` every variant compiles its layers (the job with ``--compile``).
+    fixed start-up cost (process start, model loads), reported apart.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -191,8 +190,6 @@ def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, compile_layers: bo
     def core(subset: list[str]) -> None:
         reference = load_checkpoint(ckpt)
         reference.merge_lora()
-        if compile_layers:
-            reference.compile_layers()
         reference.compress_texts(subset, batch_tokens=batch_tokens)
 
     out: dict[str, Any] = {"docs": len(texts), "sizes": list(sizes)}
@@ -207,7 +204,7 @@ def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, compile_layers: bo
             return lambda subset: run_job(
                 CompressParams(input=str(corpora[len(subset)]), output=tempfile.mkdtemp(dir=tmp),
                                checkpoint=ckpt, batch_tokens=batch_tokens, device="cpu", progress_every=0,
-                               overwrite=True, compile_model=compile_layers),
+                               overwrite=True),
                 beam_args, echo=lambda _m: None)
 
         variants = {"core_with_load": core, "in_process": job([]),
@@ -279,12 +276,12 @@ def markdown_tables(r: dict[str, Any]) -> str:
              "| mix | method | docs/s | tokens/s | GFLOP/s | fraction of peak | padding | vs naive |",
              "|---|---|---|---|---|---|---|---|"]
     for mix, m in r["mixes"].items():
-        for name in ("naive", "core_eager", "core"):
+        for name in ("naive", "core", "core_compiled"):
             row = m.get(name)
             if row is None:
                 continue
             ratio = row["docs_per_s"] / m["naive"]["docs_per_s"]
-            title = {"core_eager": "core (eager)", "core": "core (compiled)" if r.get("compiled") else "core"}.get(name, name)
+            title = {"core_compiled": "core (compiled layers)"}.get(name, name)
             lines.append(f"| {mix} | {title} | {row['docs_per_s']:.2f} | {row['tokens_per_s']:.0f} | "
                          f"{row['gflops']:.1f} | {row['fraction_of_peak']:.0%} | {row['padding_fraction']:.1%} | "
                          f"{ratio:.2f}x |")
@@ -332,8 +329,7 @@ def markdown_tables(r: dict[str, Any]) -> str:
 
 def targets_table(r: dict[str, Any]) -> str:
     """The CPU targets of docs/PERFORMANCE.md against this run's figures."""
-    core = "commer_core (compiled layers)" if r.get("compiled") else "commer_core"
-    rows = [(f"{core} >= 80% of the fp32 matmul peak, every mix", r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
+    rows = [("commer_core >= 80% of the fp32 matmul peak, every mix", r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
     if "tweet" in r["mixes"]:
         rows.append((">= 2x the naive loop on tweets", r["mixes"]["tweet"]["core_vs_naive"], 2.0, "{:.2f}x", True))
     if "pipeline" in r:
@@ -375,12 +371,11 @@ def _write_docs(report: dict[str, Any], table: str) -> None:
 
     mixes = list(report["mixes"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    names = [n for n in ("naive", "core_eager", "core") if n in report["mixes"][mixes[0]]]
+    names = [n for n in ("naive", "core", "core_compiled") if n in report["mixes"][mixes[0]]]
     width = 0.8 / len(names)
     for j, name in enumerate(names):
         xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(mixes))]
-        label = {"core_eager": "core (eager)", "core": "core (compiled)" if report.get("compiled") else "core"}.get(
-            name, name)
+        label = {"core_compiled": "core (compiled layers)"}.get(name, name)
         ax1.bar(xs, [report["mixes"][m][name]["docs_per_s"] for m in mixes], width, label=label)
         ax2.bar(xs, [report["mixes"][m][name]["fraction_of_peak"] for m in mixes], width, label=label)
     for ax, title in ((ax1, "documents / s"), (ax2, "fraction of fp32 matmul peak")):

@@ -84,9 +84,9 @@ def _echo(message: str) -> None:
 @click.option("--share-model/--no-share-model", default=False, show_default=True,
               help="One model per worker machine shared by its SDK processes (Beam large_model).")
 @click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
-              help="torch.compile the decoder layers in each worker: about 10-30% faster on CPU after a "
-                   "start-up of 15-30 s per worker process (needs a C++ compiler on CPU workers). Worth it "
-                   "from about 10k documents.")
+              help="torch.compile the decoder layers in each worker (10-30 s start-up per process; CPU workers "
+                   "need a C++ compiler). Experimental: no reliable gain measured on CPU, not measured on GPU "
+                   "(docs/PERFORMANCE.md).")
 @click.option("--progress-every", type=click.IntRange(min=0), default=32, show_default=True, metavar="N",
               help="Log a progress line every N documents per worker process (0: off).")
 @click.option("--store-ranges", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
