@@ -226,7 +226,6 @@ class JobPlan:
     previous: PreviousVersion | None = None
     cache_root: str | None = None
     cache_files: tuple[str, ...] = ()
-    input_rows: int = 0
     user_buckets: int = 1
 
     @property
@@ -408,7 +407,6 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
         previous=previous,
         cache_root=cache_root,
         cache_files=tuple(cache_files(cache_root, fp)) if cache_root else (),
-        input_rows=input_rows,
         user_buckets=buckets,
     )
 
