@@ -139,9 +139,11 @@ class Compressor(nn.Module):
         rows = torch.arange(n, device=device)[:, None]
         slots = lengths[:, None] + torch.arange(k, device=device)[None, :]
         embeds = embeds.index_put((rows, slots), self.compression_embeddings.to(embeds.dtype).expand(n, k, -1))
-        mask = (torch.arange(width, device=device)[None, :] < (lengths + k)[:, None]).long()
+        # No padding mask: pads sit to the right of every real token and attention is
+        # causal, so no real position ever sees one. Without a mask SDPA takes its causal
+        # kernel (skips the masked half) and no (n, 1, width, width) mask is built.
         decoder = self.peft_model.get_base_model().get_decoder()
-        hidden = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state
         return hidden[rows, slots]
 
     @torch.inference_mode()

@@ -12,7 +12,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ class Timing:
     tokens: int  # real (unpadded) tokens including the k compression slots
     computed_tokens: int  # tokens actually run, padding included
     flops: float
+    probe_gflops: float | None = None  # matmul peak probed between this timing's batches (see MatmulProbe)
 
     @property
     def docs_per_s(self) -> float:
@@ -63,6 +64,32 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeat
     return 2 * n**3 / best / 1e9
 
 
+class MatmulProbe:
+    """One n^3 matmul at a time, run between a timing's batches: a peak measured alongside it.
+
+    On a shared machine the speed of the whole box drifts by tens of percent within
+    seconds (neighbours, clocks). A peak probed once, or the best of a few probes, is
+    then compared with a timing taken under other conditions; probes interleaved with
+    the timed batches see the same conditions, so their ratio measures the code alone.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32, n: int = 2048) -> None:
+        self.a, self.b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        self.flops = 0.0
+        self.seconds = 0.0
+        self.a @ self.b
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        self.a @ self.b
+        self.seconds += time.perf_counter() - start
+        self.flops += 2 * self.a.shape[0] ** 3
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9 if self.seconds else math.nan
+
+
 def bf16_supported() -> bool:
     """True where the CPU has native bf16 matmul (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
     if torch.cuda.is_available():
@@ -90,30 +117,57 @@ def make_documents(mix: str, n: int, vocab_size: int, *, seed: int = 0, lo: int 
 
 
 def forward_flops(compressor: Compressor, seq_lens: Sequence[int]) -> float:
-    """2 x non-embedding parameters x tokens, plus attention (QK^T and AV: 4 x L^2 x d per layer)."""
+    """2 x the decoder's non-embedding parameters x tokens, plus attention (QK^T and AV: 4 x L^2 x d per layer).
+
+    Counts what compression needs: no LM head (the naive loop runs one, uncounted), and
+    not the LoRA's own parameters, which the compress workers fold into the weights (the
+    naive loop runs them unfolded, about 1% more work than counted).
+    """
     config = compressor.backbone.model.config
-    embedding = compressor.backbone.model.get_input_embeddings().weight.numel()
-    params = sum(p.numel() for p in compressor.backbone.model.parameters()) - embedding
+    decoder = compressor.peft_model.get_base_model().get_decoder()
+    embedding = decoder.get_input_embeddings().weight.numel()
+    params = sum(p.numel() for name, p in decoder.named_parameters() if "lora_" not in name) - embedding
     layers, d = config.num_hidden_layers, config.hidden_size
     return float(sum(2 * params * length + 4 * layers * length * length * d for length in seq_lens))
 
 
 def time_compressor(
-    compressor: Compressor, docs: Sequence[Sequence[int]], *, batch_tokens: int, max_batch_size: int = 64
+    compressor: Compressor,
+    docs: Sequence[Sequence[int]],
+    *,
+    batch_tokens: int,
+    max_batch_size: int = 64,
+    probe: MatmulProbe | None = None,
 ) -> Timing:
-    """commer_core's batched path: length-sorted token-budget batches."""
+    """commer_core's batched path: length-sorted token-budget batches, as ``compress_tokenized`` runs them.
+
+    With a ``probe``, one matmul runs after every batch, outside the timed work, and the
+    Timing carries the peak those probes saw.
+    """
     k = compressor.num_embeddings
     batches = list(plan_batches([len(d) for d in docs], k, batch_tokens, max_batch_size))
     computed = sum(len(b) * (max(len(docs[i]) for i in b) + k) for b in batches)
     compressor.compress_tokenized(docs[: min(4, len(docs))], batch_tokens=batch_tokens)  # warm-up
-    start = time.perf_counter()
-    compressor.compress_tokenized(docs, batch_tokens=batch_tokens, max_batch_size=max_batch_size)
-    seconds = time.perf_counter() - start
-    return _timing(compressor, docs, seconds, computed)
+    if probe is None:
+        start = time.perf_counter()
+        compressor.compress_tokenized(docs, batch_tokens=batch_tokens, max_batch_size=max_batch_size)
+        return _timing(compressor, docs, time.perf_counter() - start, computed)
+    out = torch.empty(len(docs), k, compressor.hidden_size)
+    seconds = 0.0
+    with torch.inference_mode():
+        for batch in batches:
+            start = time.perf_counter()
+            out[batch] = compressor([docs[i] for i in batch]).float().cpu()
+            seconds += time.perf_counter() - start
+            probe()
+    return replace(_timing(compressor, docs, seconds, computed), probe_gflops=probe.gflops)
 
 
-def time_naive(compressor: Compressor, docs: Sequence[Sequence[int]]) -> Timing:
-    """What a user writes first: one document at a time through the full causal LM, LM head included."""
+def time_naive(compressor: Compressor, docs: Sequence[Sequence[int]], *, probe: MatmulProbe | None = None) -> Timing:
+    """What a user writes first: one document at a time through the full causal LM, LM head included.
+
+    With a ``probe``, one matmul runs after every document, outside the timed work.
+    """
     k = compressor.num_embeddings
     model = compressor.peft_model
     slots = compressor.compression_embeddings.detach()
@@ -126,11 +180,15 @@ def time_naive(compressor: Compressor, docs: Sequence[Sequence[int]]) -> Timing:
 
     with torch.inference_mode():
         one(docs[0])
-        start = time.perf_counter()
+        seconds = 0.0
         for ids in docs:
+            start = time.perf_counter()
             one(ids)
-        seconds = time.perf_counter() - start
-    return _timing(compressor, docs, seconds, sum(len(d) + k for d in docs))
+            seconds += time.perf_counter() - start
+            if probe is not None:
+                probe()
+    timing = _timing(compressor, docs, seconds, sum(len(d) + k for d in docs))
+    return timing if probe is None else replace(timing, probe_gflops=probe.gflops)
 
 
 def _timing(compressor: Compressor, docs: Sequence[Sequence[int]], seconds: float, computed: int) -> Timing:

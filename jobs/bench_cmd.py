@@ -31,7 +31,8 @@ DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 @click.option("--pipeline-docs", default=256, show_default=True, type=click.IntRange(4, 1_000_000),
               help="Documents of the pipeline comparison (enough to amortize Beam's and the workers' start-up).")
 @click.option("--skip-pipeline", is_flag=True, help="Only the naive loop and commer_core.")
-@click.option("--batch-tokens", default=2048, show_default=True, type=click.IntRange(64))
+@click.option("--batch-tokens", default=1024, show_default=True, type=click.IntRange(64),
+              help="Padded-token budget of one forward pass (the compress job's CPU default).")
 @click.option("--compile/--no-compile", "compile_layers", default=False, show_default=True,
               help="Also time commer_core with torch.compile'd decoder layers (what compress --compile runs).")
 @click.option("--generation/--no-generation", default=True, show_default=True,
@@ -80,7 +81,7 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
     naive = {}
     for mix, docs in docs_by_mix.items():
         say(f"bench: {mix}: naive loop over {len(docs)} documents ...")
-        naive[mix] = perf.time_naive(compressor, docs)
+        naive[mix] = perf.time_naive(compressor, docs, probe=perf.MatmulProbe())
     if generation:  # before the LoRA is merged: generation switches it off
         say("bench: generation at batch 1, 8, 32 ...")
         report["generation"] = _generation(compressor)
@@ -94,10 +95,11 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
             compressor.compress_tokenized(docs_by_mix[mixes[0]][:8], batch_tokens=batch_tokens)
         for mix, docs in docs_by_mix.items():
             say(f"bench: {mix}: commer_core batched{', compiled layers' if variant == 'core_compiled' else ''} ...")
-            # the peak is what the machine showed at its best in this run, measured next to every
-            # timing: a shared machine's neighbours depress any single measurement, the peak's too
+            # each timing carries the peak probed between its own batches (same machine state);
+            # the standalone samples give the run's best peak, a stricter yardstick
             peaks.append(perf.matmul_peak_gflops(torch.float32))
-            timings[mix] = perf.best_of(lambda: perf.time_compressor(compressor, docs, batch_tokens=batch_tokens), 2)
+            timings[mix] = perf.best_of(lambda: perf.time_compressor(
+                compressor, docs, batch_tokens=batch_tokens, probe=perf.MatmulProbe()), 2)
     peak = max(peaks)
     report.update(matmul_peak_gflops=peak, matmul_peak_samples=peaks, compiled=compile_layers)
     say(f"bench: matmul peak fp32, best of {len(peaks)} measurements: {peak:.1f} GFLOP/s")
@@ -107,6 +109,7 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
     first = report["mixes"][mixes[0]]
     report.update(naive_docs_per_s=first["naive"]["docs_per_s"], core_docs_per_s=first["core"]["docs_per_s"],
                   core_fraction_of_peak=min(m["core"]["fraction_of_peak"] for m in report["mixes"].values()),
+                  core_fraction_of_best_peak=min(m["core"]["fraction_of_best_peak"] for m in report["mixes"].values()),
                   padding_fraction=report["mixes"].get("lognormal", first)["core"]["padding_fraction"])
     if compile_layers:
         report["core_compiled_docs_per_s"] = first["core_compiled"]["docs_per_s"]
@@ -131,9 +134,13 @@ def bench(n_docs: int, mixes: tuple[str, ...], pipeline_mix: str, pipeline_docs:
         _write_docs(report, table)
 
 
-def _row(t: Any, peak: float) -> dict[str, float]:
+def _row(t: Any, best_peak: float) -> dict[str, float]:
+    """One timing's figures; its fraction of peak is against the peak probed alongside it, when probed."""
+    alongside = t.probe_gflops or best_peak
     return {"docs_per_s": t.docs_per_s, "tokens_per_s": t.tokens_per_s, "gflops": t.gflops,
-            "fraction_of_peak": t.gflops / peak, "padding_fraction": t.padding_fraction, "seconds": t.seconds}
+            "peak_alongside_gflops": alongside, "fraction_of_peak": t.gflops / alongside,
+            "fraction_of_best_peak": t.gflops / best_peak, "padding_fraction": t.padding_fraction,
+            "seconds": t.seconds}
 
 
 def _machine() -> str:
@@ -269,12 +276,14 @@ def _generation(compressor: Any, n_requests: int = 32, new_tokens: int = 16) -> 
 def markdown_tables(r: dict[str, Any]) -> str:
     """The report as markdown: per-mix compressor table, pipeline, bf16, generation."""
     samples = r.get("matmul_peak_samples", [r["matmul_peak_gflops"]])
-    lines = [f"Machine: {r['machine']}; {r['threads']} threads; matmul peak fp32 "
-             f"{r['matmul_peak_gflops']:.1f} GFLOP/s (2048^3, the best of {len(samples)} measurements in this run, "
-             f"which ranged {min(samples):.0f}-{max(samples):.0f}). {r['docs_per_mix']} documents per mix, "
+    lines = [f"Machine: {r['machine']}; {r['threads']} threads. Matmul peak fp32 (2048^3): probed between "
+             "the timed batches of each row (\"peak alongside\", the same machine state as the row), and "
+             f"{r['matmul_peak_gflops']:.1f} GFLOP/s at best over {len(samples)} standalone probes in this run "
+             f"(range {min(samples):.0f}-{max(samples):.0f}). {r['docs_per_mix']} documents per mix, "
              f"token budget {r['batch_tokens']} per batch.", "",
-             "| mix | method | docs/s | tokens/s | GFLOP/s | fraction of peak | padding | vs naive |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| mix | method | docs/s | tokens/s | GFLOP/s | peak alongside | fraction of peak | of best peak "
+             "| padding | vs naive |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for mix, m in r["mixes"].items():
         for name in ("naive", "core", "core_compiled"):
             row = m.get(name)
@@ -283,7 +292,9 @@ def markdown_tables(r: dict[str, Any]) -> str:
             ratio = row["docs_per_s"] / m["naive"]["docs_per_s"]
             title = {"core_compiled": "core (compiled layers)"}.get(name, name)
             lines.append(f"| {mix} | {title} | {row['docs_per_s']:.2f} | {row['tokens_per_s']:.0f} | "
-                         f"{row['gflops']:.1f} | {row['fraction_of_peak']:.0%} | {row['padding_fraction']:.1%} | "
+                         f"{row['gflops']:.1f} | {row.get('peak_alongside_gflops', r['matmul_peak_gflops']):.1f} | "
+                         f"{row['fraction_of_peak']:.0%} | {row.get('fraction_of_best_peak', row['fraction_of_peak']):.0%} | "
+                         f"{row['padding_fraction']:.1%} | "
                          f"{ratio:.2f}x |")
     if "pipeline" in r:
         p = r["pipeline"]
@@ -329,7 +340,11 @@ def markdown_tables(r: dict[str, Any]) -> str:
 
 def targets_table(r: dict[str, Any]) -> str:
     """The CPU targets of docs/PERFORMANCE.md against this run's figures."""
-    rows = [("commer_core >= 80% of the fp32 matmul peak, every mix", r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
+    rows = [("commer_core >= 80% of the fp32 matmul peak probed alongside, every mix",
+             r["core_fraction_of_peak"], 0.8, "{:.0%}", True)]
+    if "core_fraction_of_best_peak" in r:
+        rows.append(("commer_core >= 80% of the run's best standalone matmul probe, every mix",
+                     r["core_fraction_of_best_peak"], 0.8, "{:.0%}", True))
     if "tweet" in r["mixes"]:
         rows.append((">= 2x the naive loop on tweets", r["mixes"]["tweet"]["core_vs_naive"], 2.0, "{:.2f}x", True))
     if "pipeline" in r:

@@ -131,7 +131,7 @@ class CompressParams:
     doc_id_column: str = "doc_id"
     text_column: str = "text"
     max_doc_tokens: int | None = None
-    batch_tokens: int = 4096
+    batch_tokens: int | None = None  # None: by device (model_handler.default_batch_tokens)
     max_batch_size: int = 64
     device: str = "auto"
     share_model: bool = False
@@ -154,7 +154,7 @@ class CompressParams:
         if self.full_snapshot and not self.previous:
             raise ValueError("--full-snapshot only applies with --previous (without it every run is a full snapshot)")
         for name in ("batch_tokens", "max_batch_size", "store_ranges", "rows_per_row_group", "keep_versions"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.user_buckets is not None and self.user_buckets < 1:
             raise ValueError(f"--user-buckets must be >= 1 (got {self.user_buckets})")

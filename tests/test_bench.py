@@ -27,6 +27,11 @@ def test_bench_reports_ratios_against_naive_and_peak(tiny_checkpoint, tmp_path):
     assert 0 <= r["padding_fraction"] <= 0.1  # the planner caps padding per batch
     assert r["compiled"] and tweet["core_compiled"]["docs_per_s"] > 0 and r["core_compiled_fraction_of_peak"] > 0
     assert len(r["matmul_peak_samples"]) == 5 and r["matmul_peak_gflops"] == max(r["matmul_peak_samples"])
+    for row in (tweet["naive"], tweet["core"]):  # each against the peak probed between its own batches
+        assert row["peak_alongside_gflops"] > 0
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / row["peak_alongside_gflops"])
+        assert row["fraction_of_best_peak"] == pytest.approx(row["gflops"] / r["matmul_peak_gflops"])
+    assert r["core_fraction_of_best_peak"] == min(m["core"]["fraction_of_best_peak"] for m in r["mixes"].values())
     assert "| tweet | core |" in result.output and "| tweet | core (compiled layers) |" in result.output
     assert "machine-hours" in result.output
 
