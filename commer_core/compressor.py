@@ -129,12 +129,13 @@ class Compressor(nn.Module):
         if len(input_ids) == 0:
             return torch.empty(0, self.num_embeddings, self.hidden_size, device=self.device)
         device, k = self.device, self.num_embeddings
-        lengths = torch.tensor([len(x) for x in input_ids], device=device)
+        lengths = torch.tensor([len(x) for x in input_ids])
         n, width = len(input_ids), int(lengths.max()) + k
-        pad_id = self.tokenizer.pad_token_id
-        tokens = torch.full((n, width), pad_id, dtype=torch.long, device=device)
+        tokens = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
         for row, ids in enumerate(input_ids):
             tokens[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        # padded on the host, then one copy: a copy per row would cost a transfer and a launch each
+        tokens, lengths = _to_device(tokens, device), _to_device(lengths, device)
         embeds = self.peft_model.get_input_embeddings()(tokens)
         rows = torch.arange(n, device=device)[:, None]
         slots = lengths[:, None] + torch.arange(k, device=device)[None, :]
@@ -156,10 +157,23 @@ class Compressor(nn.Module):
     def compress_tokenized(
         self, input_ids: Sequence[Sequence[int]], *, batch_tokens: int = 4096, max_batch_size: int = 64
     ) -> torch.Tensor:
-        out = torch.empty(len(input_ids), self.num_embeddings, self.hidden_size, dtype=torch.float32)
+        """Compress token ids in token-budget batches; a (n_docs, k, d) float32 tensor on the CPU.
+
+        Results stay on the compressor's device until every batch is queued, so a GPU never
+        waits for the host between batches; one copy brings them back.
+        """
+        out = torch.empty(len(input_ids), self.num_embeddings, self.hidden_size, dtype=torch.float32,
+                          device=self.device)
         for batch in plan_batches([len(x) for x in input_ids], self.num_embeddings, batch_tokens, max_batch_size):
-            out[batch] = self([input_ids[i] for i in batch]).float().cpu()
-        return out
+            out[_to_device(torch.tensor(batch), self.device)] = self([input_ids[i] for i in batch]).float()
+        return out.cpu()
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; through pinned memory to CUDA so the copy does not block the host."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def tokenize_documents(tokenizer, texts: Sequence[str], max_doc_tokens: int) -> list[TokenizedDoc]:

@@ -27,3 +27,51 @@ def test_one_compressor_per_backbone(tiny_backbone):
     make_compressor(tiny_backbone)
     with pytest.raises(ValueError, match="one backbone per compressor"):
         make_compressor(tiny_backbone)
+
+
+def test_random_gemma_2b_has_the_published_size():
+    import torch
+
+    from commer_core.backbone import random_backbone
+
+    backbone = random_backbone("gemma-2b", device=torch.device("meta"), dtype=torch.bfloat16)
+    total = sum(p.numel() for p in backbone.model.parameters())
+    embedding = backbone.model.get_input_embeddings().weight.numel()
+    assert type(backbone.model).__name__ == "GemmaForCausalLM"
+    assert embedding == 256000 * 2048
+    assert 1.9e9 < total - embedding < 2.1e9 and 2.4e9 < total < 2.6e9  # "1-2B": 2.0B outside the embedding
+    assert backbone.weights_sha256 == "random-seed-0" and backbone.name == "random:gemma-2b"
+
+
+def test_random_default_architecture_matches_the_built_in_model():
+    backbone = load_backbone("random:smollm2-135m", device="meta")
+    real = resolve_model_folder("smollm2-135m")
+    import json
+
+    config = json.loads((real / "config.json").read_text())
+    assert backbone.model.config.num_hidden_layers == config["num_hidden_layers"]
+    assert backbone.hidden_size == config["hidden_size"]
+    assert 130e6 < sum(p.numel() for p in backbone.model.parameters()) < 140e6
+    assert backbone.tokenizer.pad_token_id is not None
+
+
+def test_a_random_architecture_compresses_batch_invariantly():
+    import torch
+
+    from commer_core.backbone import random_backbone
+    from tests.helpers import make_compressor
+
+    small = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, head_dim=16, num_attention_heads=4,
+                 num_key_value_heads=1, vocab_size=49152)
+    compressor = make_compressor(random_backbone("gemma-2b", device=torch.device("cpu"), dtype=torch.float32,
+                                                 **small))
+    docs = [[100 + i] * n for i, n in enumerate([3, 17, 40, 9])]
+    batched = compressor.compress_tokenized(docs, batch_tokens=4096)
+    alone = torch.cat([compressor.compress_tokenized([d]) for d in docs])
+    assert batched.shape == (4, 4, 64) and torch.isfinite(batched).all()
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_an_unknown_random_architecture_names_the_choices():
+    with pytest.raises(BackboneError, match="random:gemma-2b"):
+        load_backbone("random:gpt-17", device="meta")
