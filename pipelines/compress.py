@@ -131,8 +131,8 @@ class CompressParams:
     doc_id_column: str = "doc_id"
     text_column: str = "text"
     max_doc_tokens: int | None = None
-    batch_tokens: int | None = None  # None: by device (model_handler.default_batch_tokens)
-    max_batch_size: int = 64
+    batch_tokens: int | None = None  # None: by device (commer_core.defaults.default_batch_tokens)
+    max_batch_size: int | None = None  # None: by device (commer_core.defaults.default_max_batch_size)
     device: str = "auto"
     share_model: bool = False
     compile_model: bool = False

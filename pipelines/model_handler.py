@@ -32,7 +32,6 @@ import os
 import shutil
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +42,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.transforms.window import GlobalWindows
 
+from commer_core.backbone import quiet_transformers
+from commer_core.defaults import default_batch_tokens, default_max_batch_size
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, CorpusDoc
 from schemas import dead_letter_row
 
@@ -52,20 +53,6 @@ log = logging.getLogger(__name__)
 DocKey = tuple[str, str, str]
 KeyedTokens = tuple[DocKey, list[int]]
 KeyedCompression = tuple[DocKey, np.ndarray]
-
-
-def quiet_transformers() -> None:
-    """No progress bars or info chatter from transformers / HF hub in job logs."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a hard dependency
-        pass
 
 
 # -- checkpoints on any Beam filesystem ---------------------------------------------------
@@ -171,25 +158,6 @@ class TokenizeDocs(beam.DoFn):
 
 
 # -- the model ------------------------------------------------------------------------------
-CPU_BATCH_TOKENS = 1024  # fastest of 512/1024/2048/4096 on every mix on a 2-core CPU (docs/PERFORMANCE.md)
-CUDA_BATCH_TOKENS = 4096  # the earlier default for every device; not yet measured on a GPU
-
-
-def default_batch_tokens(device: str) -> int:
-    """Forward-pass token budget when none is given: by the device the job asks for.
-
-    On a CPU, batches that keep a layer's activations in cache beat bigger ones (about
-    10% over 2048 and 4096 tokens, with less padding); a GPU wants large batches.
-    ``auto`` is resolved where the job is launched: pass ``--device cuda`` (or a budget)
-    when only the workers have GPUs.
-    """
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return CUDA_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS
-
-
 class LoadedCompressor:
     """What ``load_model`` returns: a compressor behind plain method calls.
 
@@ -243,7 +211,7 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         must still match the checkpoint's).
       device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; CUDA runs in bf16.
       batch_tokens: padded-token budget of one forward pass (None: :func:`default_batch_tokens`).
-      max_batch_size: most documents in one forward pass.
+      max_batch_size: most documents in one forward pass (None: :func:`default_max_batch_size`).
       processes_per_worker: SDK processes sharing the machine's cores (None: one per core).
       large_model: share one model between a worker's processes (Beam's ``large_model``).
       compile_model: ``torch.compile`` the decoder layers after loading (see
@@ -259,12 +227,13 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         base_model: str | None = None,
         device: str = "auto",
         batch_tokens: int | None = None,
-        max_batch_size: int = 64,
+        max_batch_size: int | None = None,
         processes_per_worker: int | None = 1,
         large_model: bool = False,
         compile_model: bool = False,
     ):
         batch_tokens = default_batch_tokens(device) if batch_tokens is None else batch_tokens
+        max_batch_size = default_max_batch_size(device) if max_batch_size is None else max_batch_size
         if batch_tokens < 1 or max_batch_size < 1 or num_embeddings < 1:
             raise ValueError("batch_tokens, max_batch_size and num_embeddings must be >= 1")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -314,9 +283,10 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         if self.compile_model:
             compressor.compile_layers()
         log.info(
-            "loaded compressor %s on %s (%s), %d torch threads, %d tokens per forward pass, %s, pid %d",
+            "loaded compressor %s on %s (%s), %d torch threads, %d tokens and at most %d documents per forward "
+            "pass, %s, pid %d",
             actual[:12], device, compressor.backbone.dtype, torch.get_num_threads(), self.batch_tokens,
-            "layers compiled" if self.compile_model else "eager", os.getpid(),
+            self.max_batch_size, "layers compiled" if self.compile_model else "eager", os.getpid(),
         )
         return LoadedCompressor(
             compressor, batch_tokens=self.batch_tokens, max_batch_size=self.max_batch_size, fingerprint=actual

@@ -265,3 +265,19 @@ def test_user_buckets_partition_users_stably_and_size_automatically():
     assert auto_bucket_count(ROWS_PER_BUCKET, "DirectRunner") == 1
     assert auto_bucket_count(ROWS_PER_BUCKET + 1, "DirectRunner") == 2
     assert auto_bucket_count(10**9, "DataflowRunner") == 1
+
+
+def test_batch_defaults_follow_the_device():
+    from commer_core.defaults import (CPU_BATCH_TOKENS, CPU_MAX_BATCH_SIZE, CUDA_BATCH_TOKENS, CUDA_MAX_BATCH_SIZE,
+                                      default_batch_tokens, default_max_batch_size)
+    from pipelines.model_handler import CompressorModelHandler
+
+    assert CUDA_BATCH_TOKENS > CPU_BATCH_TOKENS and CUDA_MAX_BATCH_SIZE > CPU_MAX_BATCH_SIZE
+    for device, tokens, docs in (("cpu", CPU_BATCH_TOKENS, CPU_MAX_BATCH_SIZE),
+                                 ("cuda", CUDA_BATCH_TOKENS, CUDA_MAX_BATCH_SIZE),
+                                 ("cuda:1", CUDA_BATCH_TOKENS, CUDA_MAX_BATCH_SIZE)):
+        assert (default_batch_tokens(device), default_max_batch_size(device)) == (tokens, docs)
+        handler = CompressorModelHandler("unused", num_embeddings=4, device=device)
+        assert (handler.batch_tokens, handler.max_batch_size) == (tokens, docs)
+    handler = CompressorModelHandler("unused", num_embeddings=4, device="cuda", batch_tokens=100, max_batch_size=3)
+    assert (handler.batch_tokens, handler.max_batch_size) == (100, 3)
