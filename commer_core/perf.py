@@ -51,16 +51,16 @@ class Timing:
         return 1.0 - self.tokens / max(self.computed_tokens, 1)
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflops(
+    dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5, device: str | torch.device = "cpu"
+) -> float:
     """Best-of-N GFLOP/s of an n^3 matmul: the ceiling a dense forward can approach."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    a @ b
+    probe = MatmulProbe(dtype, n, device)
     best = math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
+        seconds = probe.seconds
+        probe()
+        best = min(best, probe.seconds - seconds)
     return 2 * n**3 / best / 1e9
 
 
@@ -71,23 +71,48 @@ class MatmulProbe:
     seconds (neighbours, clocks). A peak probed once, or the best of a few probes, is
     then compared with a timing taken under other conditions; probes interleaved with
     the timed batches see the same conditions, so their ratio measures the code alone.
+    On a GPU each probe waits for the device before and after its matmul.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32, n: int = 2048) -> None:
-        self.a, self.b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    def __init__(self, dtype: torch.dtype = torch.float32, n: int = 2048, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.a = torch.randn(n, n, dtype=dtype, device=self.device)
+        self.b = torch.randn(n, n, dtype=dtype, device=self.device)
         self.flops = 0.0
         self.seconds = 0.0
-        self.a @ self.b
+        self.a @ self.b  # warm-up: library load, kernel choice
+        synchronize(self.device)
 
     def __call__(self) -> None:
+        synchronize(self.device)
         start = time.perf_counter()
         self.a @ self.b
+        synchronize(self.device)
         self.seconds += time.perf_counter() - start
         self.flops += 2 * self.a.shape[0] ** 3
 
     @property
     def gflops(self) -> float:
         return self.flops / self.seconds / 1e9 if self.seconds else math.nan
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a host clock read afterwards covers it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets, in GFLOP/s: MFU's usual yardstick.
+DATASHEET_BF16_GFLOPS = {"H100 80GB HBM3": 989_400.0, "H100 PCIe": 756_500.0, "H100 NVL": 835_500.0,
+                         "H200": 989_400.0, "A100": 312_000.0}
+
+
+def datasheet_peak_gflops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The card's published dense bf16 peak, where this table knows the card; else None."""
+    if device.type != "cuda" or dtype != torch.bfloat16:
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in DATASHEET_BF16_GFLOPS.items() if key in name), None)
 
 
 def bf16_supported() -> bool:
@@ -148,7 +173,7 @@ def time_compressor(
     batches = list(plan_batches([len(d) for d in docs], k, batch_tokens, max_batch_size))
     computed = sum(len(b) * (max(len(docs[i]) for i in b) + k) for b in batches)
     compressor.compress_tokenized(docs[: min(4, len(docs))], batch_tokens=batch_tokens)  # warm-up
-    if probe is None:
+    if probe is None:  # compress_tokenized ends with a copy to the host, so the clock covers GPU work
         start = time.perf_counter()
         compressor.compress_tokenized(docs, batch_tokens=batch_tokens, max_batch_size=max_batch_size)
         return _timing(compressor, docs, time.perf_counter() - start, computed)
@@ -174,9 +199,9 @@ def time_naive(compressor: Compressor, docs: Sequence[Sequence[int]], *, probe: 
     embed = model.get_input_embeddings()
 
     def one(ids: Sequence[int]) -> torch.Tensor:
-        x = torch.cat([embed(torch.tensor([list(ids)]))[0], slots.to(embed.weight.dtype)])[None]
+        x = torch.cat([embed(torch.tensor([list(ids)], device=slots.device))[0], slots.to(embed.weight.dtype)])[None]
         out = model(inputs_embeds=x, output_hidden_states=True)
-        return out.hidden_states[-1][0, -k:]
+        return out.hidden_states[-1][0, -k:].float().cpu()  # to the host, as the batched path does
 
     with torch.inference_mode():
         one(docs[0])

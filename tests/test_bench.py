@@ -45,3 +45,50 @@ def test_scaling_runs_each_size_in_its_own_process(tiny_checkpoint):
     assert [(r["docs"], r["docs_per_user"], r["users"]) for r in runs] == [(200, 10, 20), (100, 1, 100), (100, 50, 2)]
     assert [r["user_buckets"] for r in runs] == [1, 1, 1]
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 100 for r in runs)
+
+
+@pytest.mark.slow
+def test_bench_sweeps_token_budgets_on_an_untrained_base_model(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--docs", "8", "--naive-docs", "3", "--mix", "tweet",
+                                      "--base-model", "tiny-random", "--batch-tokens", "128",
+                                      "--batch-tokens", "512", "--skip-pipeline", "--no-generation",
+                                      "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    assert (r["model"], r["device"], r["dtype"], r["batch_tokens"]) == ("tiny-random", "cpu", "fp32", [128, 512])
+    tweet = r["mixes"]["tweet"]
+    sweep = tweet["sweep"]
+    assert set(sweep) == {"128", "512"}
+    fastest = max(sweep, key=lambda b: sweep[b]["docs_per_s"])
+    assert tweet["core"]["batch_tokens"] == int(fastest)
+    assert tweet["core"]["docs_per_s"] == sweep[fastest]["docs_per_s"]
+    assert "Token budget per forward pass" in result.output and "**best**" in result.output
+
+
+def test_render_puts_a_gpu_report_in_its_own_section(tmp_path, monkeypatch):
+    from jobs import bench_report
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setattr(bench_report, "DOCS_DIR", tmp_path)
+    cpu_section = "<!-- bench:begin -->\nCPU figures\n<!-- bench:end -->"
+    (tmp_path / "PERFORMANCE.md").write_text(f"# Performance\n\n{cpu_section}\n\nprose\n")
+    report = REPO_ROOT / "docs" / "bench-cuda-gemma-2b.json"
+    for _ in range(2):  # a second render replaces the section instead of adding one
+        result = CliRunner().invoke(cli, ["bench", "--render", str(report), "--write-docs"])
+        assert result.exit_code == 0, result.output
+    doc = (tmp_path / "PERFORMANCE.md").read_text()
+    assert cpu_section in doc and "prose" in doc
+    assert doc.count("<!-- bench-cuda-random-gemma-2b:begin -->") == 1
+    assert (tmp_path / "performance-cuda-random-gemma-2b.png").stat().st_size > 10_000
+    r = json.loads(report.read_text())
+    mfu = min(m["core"]["gflops"] for m in r["mixes"].values()) / r["datasheet_peak_gflops"]
+    assert f"| commer_core >= 50% bf16 MFU (datasheet peak), every mix | {mfu:.0%} |" in doc
+    assert ">= 20x the naive loop, article" in result.output
+
+
+def test_render_refuses_a_file_that_is_not_a_report(tmp_path):
+    bad = tmp_path / "other.json"
+    bad.write_text('{"rows": []}')
+    result = CliRunner().invoke(cli, ["bench", "--render", str(bad)])
+    assert result.exit_code == 2 and "other.json is not a report written by `bench --json`" in result.output
