@@ -124,9 +124,19 @@ def load_backbone(
     except (OSError, ValueError) as exc:
         raise BackboneError(f"cannot load model weights from {folder}: {exc}") from exc
     model.to(device).eval().requires_grad_(False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    _ensure_pad_token(tokenizer, model.config.eos_token_id)
     return Backbone(model, tokenizer, name_or_path, weights_sha256(folder))
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, eos_token_id: Any) -> None:
+    """Pad with EOS where the tokenizer names no pad token (pads are never attended to).
+
+    A folder without tokenizer_config.json names no special tokens at all on some
+    transformers versions; the model config's EOS id stands in then.
+    """
+    if tokenizer.pad_token_id is None:
+        eos_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(eos_id)
 
 
 def random_config(architecture: str, **overrides: Any) -> Any:
@@ -152,8 +162,7 @@ def random_backbone(
     """A real architecture with random weights, built straight on ``device`` (a 2B model on a GPU in seconds)."""
     config = random_config(architecture, **overrides)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder("smollm2-135m"), trust_remote_code=False)
-    if tokenizer.pad_token_id is None:  # a folder without tokenizer_config.json names no special tokens
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(config.eos_token_id)
+    _ensure_pad_token(tokenizer, config.eos_token_id)
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
