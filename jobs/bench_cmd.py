@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -109,7 +110,8 @@ def bench(n_docs: int, mixes: tuple[str, ...], naive_docs: int | None, pipeline_
     probe_of = lambda: perf.MatmulProbe(run_dtype, PEAK_MATMUL_N[dev.type], dev) if dev.type == "cpu" else None  # noqa: E731
     peak = peak_of()
     say(f"bench: matmul peak {name16} {peak:.1f} GFLOP/s on {_machine(dev)}")
-    report: dict[str, Any] = {"machine": _machine(dev), "device": dev.type, "dtype": name16, "threads": threads,
+    report: dict[str, Any] = {"machine": _machine(dev), "software": _software(), "device": dev.type, "dtype": name16,
+                              "threads": threads,
                               "checkpoint": checkpoint or ("untrained on " + base_model if base_model else ckpt),
                               "model": compressor.backbone.name, "matmul_n": PEAK_MATMUL_N[dev.type],
                               "docs_per_mix": n_docs, "batch_tokens": budgets[0] if len(budgets) == 1 else budgets,
@@ -241,8 +243,6 @@ def _row(t: Any, best_peak: float) -> dict[str, float]:
 
 
 def _machine(device: Any) -> str:
-    import platform
-
     import torch
 
     if device.type == "cuda":
@@ -252,6 +252,14 @@ def _machine(device: Any) -> str:
     except (OSError, StopIteration):
         model = platform.processor()
     return f"{model}, {os.cpu_count()} cores"
+
+
+def _software() -> str:
+    """The library versions behind the figures: a new torch or transformers moves them by several percent."""
+    import torch
+    import transformers
+
+    return f"torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}"
 
 
 def _bf16(compressor: Any, docs: list[list[int]], batch_tokens: int, max_batch_size: int, device: Any) -> dict[str, Any]:

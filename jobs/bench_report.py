@@ -24,7 +24,8 @@ def markdown_tables(r: dict[str, Any]) -> str:
         peak_text = (f"Matmul peak {dtype} ({n}^3): probed between the timed batches of each row (\"peak alongside\", "
                      f"the same machine state as the row), and {r['matmul_peak_gflops']:.1f} GFLOP/s at best over "
                      f"{len(samples)} standalone probes in this run (range {min(samples):.0f}-{max(samples):.0f}). ")
-    lines = [f"Machine: {r['machine']}; {r['threads']} threads; model {r.get('model', 'smollm2-135m')}, {dtype}. "
+    software = f" ({r['software']})" if r.get("software") else ""  # runs before 2026-11-27 did not record it
+    lines = [f"Machine: {r['machine']}{software}; {r['threads']} threads; model {r.get('model', 'smollm2-135m')}, {dtype}. "
              + peak_text + f"{r['docs_per_mix']} documents per mix, token budget {r['batch_tokens']} per batch"
              + (f" (core rows: the fastest; see the sweep)" if isinstance(r["batch_tokens"], list) else "") + ".", "",
              "| mix | method | docs/s | tokens/s | GFLOP/s | peak alongside | fraction of peak | of best peak "

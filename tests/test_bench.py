@@ -34,6 +34,8 @@ def test_bench_reports_ratios_against_naive_and_peak(tiny_checkpoint, tmp_path):
     assert r["core_fraction_of_best_peak"] == min(m["core"]["fraction_of_best_peak"] for m in r["mixes"].values())
     assert "| tweet | core |" in result.output and "| tweet | core (compiled layers) |" in result.output
     assert "machine-hours" in result.output
+    import torch
+    assert f"torch {torch.__version__}" in r["software"] and r["software"] in result.output  # figures name their stack
 
 
 @pytest.mark.slow
