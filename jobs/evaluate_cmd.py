@@ -123,12 +123,10 @@ class _Runner:
                  device: str, batch_size: int, n_generate: int, generate_at: list[int], max_new_tokens: int,
                  bf16: bool,
                  max_input_tokens: int, max_target_tokens: int, progress: bool) -> None:
-        from transformers import AutoTokenizer
-
-        from commer_core.backbone import resolve_model_folder
+        from commer_core.backbone import load_tokenizer
         from commer_core.training import prepare_examples
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder(base), trust_remote_code=False)
+        tokenizer = load_tokenizer(base)
         self.by_n = {n: prepare_examples(examples, tokenizer, n_docs=n, selection=selection, seed=seed,
                                          max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens)
                      for n in n_docs_list}

@@ -107,13 +107,9 @@ def load_tokenizer(base_model: str) -> Any:
     with _TOKENIZERS_LOCK:
         if base_model not in _TOKENIZERS:
             quiet_transformers()
-            from transformers import AutoTokenizer
+            from commer_core.backbone import load_tokenizer as load_base_tokenizer
 
-            from commer_core.backbone import resolve_model_folder
-
-            _TOKENIZERS[base_model] = AutoTokenizer.from_pretrained(
-                resolve_model_folder(base_model), trust_remote_code=False
-            )
+            _TOKENIZERS[base_model] = load_base_tokenizer(base_model)
         return _TOKENIZERS[base_model]
 
 
