@@ -183,7 +183,7 @@ def bench(n_docs: int, mixes: tuple[str, ...], naive_docs: int | None, pipeline_
     if not skip_pipeline:
         ids = perf.make_documents(pipeline_mix, pipeline_docs, len(compressor.tokenizer), seed=2)
         texts = [compressor.tokenizer.decode(x) for x in ids]
-        report["pipeline"] = _pipeline(ckpt, texts, budgets[0], say, device=dev.type)
+        report["pipeline"] = _pipeline(ckpt, pipeline_mix, texts, budgets[0], say, device=dev.type)
         report.update(pipeline_docs_per_s=report["pipeline"]["in_process"]["marginal_docs_per_s"],
                       pipeline_mp_docs_per_s=report["pipeline"]["multi_process"]["marginal_docs_per_s"])
     if scaling:
@@ -298,7 +298,7 @@ def _bf16(compressor: Any, docs: list[list[int]], batch_tokens: int, max_batch_s
             "relative_diff": float(diff.norm() / ref.norm()), "docs": len(docs)}
 
 
-def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, say: Any, rounds: int = 2,
+def _pipeline(ckpt: str, mix: str, texts: list[str], batch_tokens: int, say: Any, rounds: int = 2,
               device: str = "cpu") -> dict[str, Any]:
     """The full Beam job on the same documents (10 per user), in-process and with 2 worker processes.
 
@@ -322,7 +322,7 @@ def _pipeline(ckpt: str, texts: list[str], batch_tokens: int, say: Any, rounds: 
         reference.merge_lora()
         reference.compress_texts(subset, batch_tokens=batch_tokens)
 
-    out: dict[str, Any] = {"docs": len(texts), "sizes": list(sizes), "rounds": rounds}
+    out: dict[str, Any] = {"docs": len(texts), "mix": mix, "sizes": list(sizes), "rounds": rounds}
     with tempfile.TemporaryDirectory() as tmp:
         corpora = {}
         for n in sizes:

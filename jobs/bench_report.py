@@ -160,7 +160,7 @@ def cost_model(r: dict[str, Any], users: int = 1_000_000, docs_per_user: int = 1
     total = users * docs_per_user
     return "\n".join([
         f"Cost model (from the pipeline rows above, {r['machine']}): {per_hour:,.0f} documents per machine-hour "
-        f"(mix of the pipeline run, default model, fp32).",
+        f"({r['pipeline'].get('mix', 'tweet')} mix, model {r['model']}, {r['dtype']}).",
         f"A full nightly run over {users:,} users x {docs_per_user} documents = {total:,} documents takes "
         f"{total / per_hour:,.0f} machine-hours on this kind of machine; an incremental run where "
         f"{churn:.0%} of documents are new takes {total * churn / per_hour:,.1f} machine-hours "
@@ -172,13 +172,14 @@ def write_docs(report: dict[str, Any], table: str) -> None:
     """Rewrite the run's section of docs/PERFORMANCE.md and its chart.
 
     A CPU run owns the ``bench`` section and performance.png; a GPU run owns a section
-    per model (``bench-cuda-<model>[-compiled]``, appended when new) and its own chart,
-    so runs on different machines never overwrite each other's figures.
+    per model and kind of run (``bench-cuda-<model>[-compiled][-pipeline]``, appended
+    when new) and its own chart, so runs on different machines never overwrite each
+    other's figures.
     """
     section, chart = "bench", "performance.png"
     if report.get("device", "cpu") == "cuda":
         slug = re.sub(r"[^a-z0-9]+", "-", report.get("model", "model").lower()).strip("-")
-        slug += "-compiled" if report.get("compiled") else ""
+        slug += ("-compiled" if report.get("compiled") else "") + ("-pipeline" if report.get("pipeline") else "")
         section, chart = f"bench-cuda-{slug}", f"performance-cuda-{slug}.png"
     _chart(report, DOCS_DIR / chart)
     doc = DOCS_DIR / "PERFORMANCE.md"

@@ -33,7 +33,8 @@ def test_bench_reports_ratios_against_naive_and_peak(tiny_checkpoint, tmp_path):
         assert row["fraction_of_best_peak"] == pytest.approx(row["gflops"] / r["matmul_peak_gflops"])
     assert r["core_fraction_of_best_peak"] == min(m["core"]["fraction_of_best_peak"] for m in r["mixes"].values())
     assert "| tweet | core |" in result.output and "| tweet | core (compiled layers) |" in result.output
-    assert "machine-hours" in result.output
+    assert "machine-hours" in result.output and r["pipeline"]["mix"] == "tweet"
+    assert f"machine-hour (tweet mix, model {r['model']}, fp32)" in result.output  # the cost names what it costs
     import torch
     assert f"torch {torch.__version__}" in r["software"] and r["software"] in result.output  # figures name their stack
 
@@ -87,6 +88,16 @@ def test_render_puts_a_gpu_report_in_its_own_section(tmp_path, monkeypatch):
     mfu = min(m["core"]["gflops"] for m in r["mixes"].values()) / r["datasheet_peak_gflops"]
     assert f"| commer_core >= 50% bf16 MFU (datasheet peak), every mix | {mfu:.0%} |" in doc
     assert ">= 20x the naive loop, article" in result.output
+    # a GPU run with the pipeline rows gets a section of its own beside the sweep's
+    cpu = json.loads((REPO_ROOT / "docs" / "bench.json").read_text())
+    with_pipeline = tmp_path / "with-pipeline.json"
+    with_pipeline.write_text(json.dumps({**r, "pipeline": {**cpu["pipeline"], "mix": "article"}}))
+    result = CliRunner().invoke(cli, ["bench", "--render", str(with_pipeline), "--write-docs"])
+    assert result.exit_code == 0, result.output
+    doc = (tmp_path / "PERFORMANCE.md").read_text()
+    assert doc.count("<!-- bench-cuda-random-gemma-2b:begin -->") == 1
+    assert doc.count("<!-- bench-cuda-random-gemma-2b-pipeline:begin -->") == 1
+    assert "documents per machine-hour (article mix, model random:gemma-2b, bf16)" in doc
 
 
 def test_render_refuses_a_file_that_is_not_a_report(tmp_path):
