@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Fetch, here, the wheels the device machine lacks for the Beam job (it has no network):
-# apache-beam and those of its requirements that its image does not hold (KINDS.md's list),
-# for its Python (3.12, x86-64 manylinux). About 36 MB into .whl/ (git-ignored); a device
+# apache-beam and those of its requirements that the device image does not hold (its
+# package list: torch, pyarrow, grpcio, protobuf, numpy and more are there), for its Python
+# (3.12, x86-64 manylinux). Wheels fetched earlier are removed first: pip refuses a folder
+# holding two versions of one package. About 36 MB into .whl/ (git-ignored); a device
 # run names .whl in carry, and scripts/gpu_bench.sh's pipeline step installs them.
 #
 #   bash scripts/gpu_wheels.sh [PYTHON_VERSION]     # default 3.12
 set -euo pipefail
 version=${1:-3.12}
 mkdir -p .whl
+rm -f .whl/*.whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$version" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
