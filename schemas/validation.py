@@ -8,15 +8,18 @@ mapping holds, so a pipeline can call it on untrusted input.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from typing import Any
 
 import pyarrow as pa
 
-#: Control characters that are legitimate in text.
-_ALLOWED_CONTROLS = frozenset("\t\n\r")
+#: Unicode's C0 and C1 controls (category Cc, fixed by Unicode's stability policy) except
+#: tab, newline and carriage return, and the surrogates, which cannot be written as UTF-8.
+#: One regex scan instead of a Python loop per character: 20k tweets took 2.4 s of a
+#: 26 s in-process job that way, and an article costs 20x a tweet.
+_INVALID_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class SchemaError(ValueError):
@@ -86,11 +89,7 @@ def _string_problem(name: str, value: object, *, blank_reason: str) -> str | Non
 
 def _has_invalid_characters(text: str) -> bool:
     """Lone surrogates cannot be written as UTF-8; C0/C1 controls break tokenizers and logs."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return any(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in text)
+    return _INVALID_CHARACTERS.search(text) is not None
 
 
 def _doc_id_problem(value: object) -> str | None:
