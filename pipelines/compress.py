@@ -86,6 +86,7 @@ from pipelines.incremental import (
 from pipelines.model_handler import (
     CompressDocuments,
     CompressorModelHandler,
+    TOKENIZE_BATCH,
     TokenizeDocs,
     materialize_checkpoint,
     quiet_transformers,
@@ -621,9 +622,13 @@ def build(
             plan.cache_files, (k, d), plan.checkpoint_fingerprint, bucket
         )
         docs = resolved.miss
-    tokenized = docs | "Tokenize" >> beam.ParDo(
-        TokenizeDocs(plan.base_model, plan.max_doc_tokens)
-    ).with_outputs(DEAD_LETTER_TAG, main="tokens")
+    tokenized = (
+        docs
+        | "BatchForTokenizer" >> beam.BatchElements(min_batch_size=TOKENIZE_BATCH, max_batch_size=TOKENIZE_BATCH)
+        | "Tokenize" >> beam.ParDo(TokenizeDocs(plan.base_model, plan.max_doc_tokens)).with_outputs(
+            DEAD_LETTER_TAG, main="tokens"
+        )
+    )
     compressed = tokenized.tokens | "Compress" >> CompressDocuments(handler)
     per_doc = compressed | "KeyByUser" >> beam.ParDo(KeyByUser(p.progress_every, staging.run_id))
     keyed = [compressed]

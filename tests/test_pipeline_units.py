@@ -281,3 +281,32 @@ def test_batch_defaults_follow_the_device():
         assert (handler.batch_tokens, handler.max_batch_size) == (tokens, docs)
     handler = CompressorModelHandler("unused", num_embeddings=4, device="cuda", batch_tokens=100, max_batch_size=3)
     assert (handler.batch_tokens, handler.max_batch_size) == (100, 3)
+
+
+def test_tokenize_docs_takes_batches_and_dead_letters_only_the_text_its_tokenizer_rejects():
+    from commer_core.backbone import load_tokenizer
+    from pipelines.model_handler import TokenizeDocs
+
+    real = load_tokenizer("tiny-random")
+    calls = []
+
+    def picky(texts, **kwargs):  # the real tokenizer, but it rejects any batch holding "BOOM"
+        calls.append(len(texts))
+        if any("BOOM" in t for t in texts):
+            raise ValueError("cannot tokenize BOOM")
+        return real(texts, **kwargs)
+
+    step = TokenizeDocs("tiny-random", max_doc_tokens=4)
+    step._tokenizer = picky
+    docs = [CorpusDoc("u1", "d1", "one two three four five six", "a.parquet"), CorpusDoc("u1", "d2", "BOOM", "a.parquet"),
+            CorpusDoc("u2", "d3", "hello", "b.parquet")]
+    out = list(step.process(docs))
+    assert calls == [3, 1, 1, 1]  # one call for the batch, then one per document to find the bad one
+    good = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
+    dead = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert [key[:2] for key, _ in good] == [("u1", "d1"), ("u2", "d3")]
+    assert good[0][1] == real(["one two three four five six"], add_special_tokens=False)["input_ids"][0][:4]
+    assert len(dead) == 1 and dead[0]["doc_id"] == "d2" and dead[0]["stage"] == "tokenize"
+    assert "tokenizer failed: ValueError: cannot tokenize BOOM" in dead[0]["reason"]
+    calls.clear()
+    assert [key[:2] for key, _ in step.process(docs[::2])] == [("u1", "d1"), ("u2", "d3")] and calls == [2]
