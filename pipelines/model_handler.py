@@ -142,25 +142,19 @@ class TokenizeDocs(beam.DoFn):
 
         try:
             tokenized = tokenize_documents(self._tokenizer, [doc.text for doc in docs], self._max_doc_tokens)
-        except Exception:  # find the failing text: the others must still pass
-            for doc in docs:
-                yield from self._one(doc)
+        except Exception as exc:  # a tokenizer failure on one odd text must not fail the job
+            if len(docs) > 1:  # find the failing text: the others must still pass
+                for doc in docs:
+                    yield from self.process([doc])
+                return
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                dead_letter_row(docs[0]._asdict(), f"tokenizer failed: {type(exc).__name__}: {exc}", "tokenize",
+                                docs[0].source),
+            )
             return
         for doc, tokens in zip(docs, tokenized):
             yield from self._emit(doc, tokens)
-
-    def _one(self, doc: CorpusDoc) -> Iterable[Any]:
-        from commer_core.compressor import tokenize_documents
-
-        try:
-            (tokens,) = tokenize_documents(self._tokenizer, [doc.text], self._max_doc_tokens)
-        except Exception as exc:  # a tokenizer failure on one odd text must not fail the job
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                dead_letter_row(doc._asdict(), f"tokenizer failed: {type(exc).__name__}: {exc}", "tokenize", doc.source),
-            )
-            return
-        yield from self._emit(doc, tokens)
 
     def _emit(self, doc: CorpusDoc, tokens: Any) -> Iterable[Any]:
         if not tokens.ids:
