@@ -3,9 +3,9 @@
 glibc serves large allocations (a forward pass's 1-6 MB activations) from fresh
 ``mmap`` pages or trims them off the heap when freed, so the next batch page-faults
 every 4 KiB of them again, and the kernel zeroes each page. On the 2-core CPU a
-profile of the compressor put SiLU and the SiLU x up product at 3-4x their cost on
-warm memory, and counted 0.3-1.7 million minor page faults per 128 documents; with
-the thresholds below, about 10 thousand (docs/PERFORMANCE.md). Any process that runs
+timing of the compressor's ops put SiLU and the SiLU x up product at 3-4x their cost on
+warm memory, and counted 0.1-3.2 million minor page faults per 128 documents; with
+the thresholds below, 0-17 thousand (docs/PERFORMANCE.md). Any process that runs
 forward passes in a loop (compress workers, training, the bench) should call this once.
 """
 
