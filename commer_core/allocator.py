@@ -5,8 +5,8 @@ glibc serves large allocations (a forward pass's 1-6 MB activations) from fresh
 every 4 KiB of them again, and the kernel zeroes each page. On the 2-core CPU a
 timing of the compressor's ops put SiLU and the SiLU x up product at 3-4x their cost on
 warm memory, and counted 0.1-3.2 million minor page faults per 128 documents; with
-the thresholds below, 0-17 thousand (docs/PERFORMANCE.md). Any process that runs
-forward passes in a loop (compress workers, training, the bench) should call this once.
+the thresholds below, 0-17 thousand (docs/PERFORMANCE.md). ``load_backbone`` calls it:
+every process that loads a model runs forward passes in a loop.
 """
 
 from __future__ import annotations

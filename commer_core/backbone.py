@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from commer_core.allocator import keep_freed_memory
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -110,7 +112,14 @@ def load_backbone(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> Backbone:
-    """Load a backbone in eval mode with every weight frozen."""
+    """Load a backbone in eval mode with every weight frozen.
+
+    Also keeps this process's freed activations resident (``commer_core.allocator``):
+    every process that loads a backbone runs forward passes in a loop (the CLI's
+    commands, the compress job's workers on any runner), and would otherwise page-fault
+    each batch's activations in again.
+    """
+    keep_freed_memory()
     device = resolve_device(device) if isinstance(device, str) else device
     dtype = dtype or default_dtype(device)
     if name_or_path.startswith(RANDOM_PREFIX):

@@ -54,9 +54,6 @@ def cli(verbose: int) -> None:
     and personalize a frozen LLM with them."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from commer_core.allocator import keep_freed_memory
-
-    keep_freed_memory()  # every command runs forward passes in a loop (or is cheap): see the module
 
 
 def main() -> None:

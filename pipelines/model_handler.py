@@ -273,12 +273,10 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
     def load_model(self) -> LoadedCompressor:
         import torch
 
-        from commer_core.allocator import keep_freed_memory
         from commer_core.backbone import load_backbone, resolve_device
         from commer_core.checkpoint import CheckpointError, fingerprint, load_checkpoint, read_config
 
         quiet_transformers()
-        keep_freed_memory()  # remote workers never run our CLI; without it each batch page-faults its activations
         torch.set_num_threads(threads_for(self.processes_per_worker))
         device = resolve_device(self.device)
         path = materialize_checkpoint(self.checkpoint, self.fingerprint)
