@@ -10,6 +10,10 @@
   documents, 0 for no personalization), averaged over examples.
 - Every method of a run is scored on the same prepared examples per number of
   documents; each result row carries the examples' digest so this is checkable.
+- Personalization gap (``swap``): for methods that read documents, the same examples
+  with a deranged user's documents (and, ComMer, the mean of all users' prompts);
+  the gap is other minus own in nats per token with a paired bootstrap interval
+  (:mod:`commer_core.personalization`, :mod:`commer_core.swap`).
 - Plots (matplotlib, Agg): cost vs perplexity (the paper's Figure 3) and
   perplexity vs number of documents with a power law ``ppl = a * n^b`` fitted by
   least squares in log-log space (Figure 4).
@@ -29,9 +33,12 @@ import numpy as np
 
 from commer_core.training import Method, PreparedExample, batches, examples_digest, score_examples
 
+#: Personalization columns of a summary row (None for methods that read no documents, or --no-swap).
+GAP_FIELDS = ("other_perplexity", "mean_prompt_perplexity", "gap", "gap_low", "gap_high", "own_better")
+
 SUMMARY_FIELDS = (
     "label", "method", "k", "budget", "n_docs", "n_examples", "perplexity", "mean_example_perplexity",
-    "mean_nll_per_token", "rouge1", "rougeL", "n_generated", "prompt_tokens", "examples_digest",
+    "mean_nll_per_token", "rouge1", "rougeL", "n_generated", "prompt_tokens", "examples_digest", *GAP_FIELDS,
 )
 
 
@@ -91,16 +98,22 @@ def evaluate_method(
     generate_at: Sequence[int] | None = None,
     max_new_tokens: int = 32,
     bf16: bool = False,
+    swap: bool = False,
+    swap_seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Per-example records for every number of documents.
 
     ``generate``: how many examples (the first ones) are generated and ROUGE-scored;
-    ``generate_at``: for which numbers of documents (default: all).
+    ``generate_at``: for which numbers of documents (default: all). ``swap``: for a method
+    that reads documents (n_docs >= 1), also score each example with a deranged user's
+    documents (``nll_other``) and, for ComMer, the mean of all users' prompts (``nll_mean``);
+    :func:`summarize` turns them into the personalization gap.
     """
     records: list[dict[str, Any]] = []
     for n_docs, examples in examples_by_n.items():
         digest = examples_digest(examples)
         scores = score_examples(method, examples, batch_size=batch_size, bf16=bf16)
+        controls = _controls(method, examples, scores, swap and n_docs >= 1, swap_seed, batch_size, bf16)
         gens: list[str] = []
         if generate and (generate_at is None or n_docs in generate_at):
             gens = generate_examples(method, examples[:generate], batch_size=batch_size,
@@ -114,8 +127,39 @@ def evaluate_method(
             }
             if i < len(gens):
                 rec.update(generation=gens[i], **rouges[i])
+            if controls is not None:
+                rec["nll_other"] = controls.other[i][0]
+                if controls.mean is not None:
+                    rec["nll_mean"] = controls.mean[i][0]
             records.append(rec)
     return records
+
+
+def _controls(method: Method, examples: Sequence[PreparedExample], own: list[tuple[float, int]], enabled: bool,
+              seed: int, batch_size: int, bf16: bool) -> Any:
+    """The swapped-documents (and mean-prompt) scores, or None where the gap is undefined."""
+    from commer_core.swap import personalization_scores, reads_documents
+
+    if not enabled or not reads_documents(method) or len({e.user_id for e in examples}) < 2:
+        return None
+    return personalization_scores(method, examples, seed=seed, batch_size=batch_size, bf16=bf16, own=own)
+
+
+def gap_columns(recs: Sequence[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    """The personalization columns of one summary row from its records (all None without ``nll_other``)."""
+    from commer_core.personalization import personalization_gap
+
+    out: dict[str, Any] = dict.fromkeys(GAP_FIELDS)
+    if not recs or any("nll_other" not in r for r in recs):
+        return out
+    tokens = max(sum(r["n_tokens"] for r in recs), 1)
+    own = [(r["nll"], r["n_tokens"]) for r in recs]
+    gap = personalization_gap(own, [(r["nll_other"], r["n_tokens"]) for r in recs], seed=seed)
+    out.update(other_perplexity=math.exp(sum(r["nll_other"] for r in recs) / tokens), gap=gap.gap,
+               gap_low=gap.low, gap_high=gap.high, own_better=gap.own_better)
+    if all("nll_mean" in r for r in recs):
+        out["mean_prompt_perplexity"] = math.exp(sum(r["nll_mean"] for r in recs) / tokens)
+    return out
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,6 +184,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "n_generated": len(gen),
             "prompt_tokens": float(np.mean([r["prompt_tokens"] for r in recs])),
             "examples_digest": digests.pop() if len(digests) == 1 else "MIXED",
+            **gap_columns(recs),
         })
     return rows
 
@@ -258,7 +303,7 @@ def write_results(
     output_dir: str | Path, rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]], *,
     meta: dict[str, Any] | None = None, plots: bool = True,
 ) -> dict[str, Path]:
-    """``results.json`` (summary, fits, records, run metadata), ``results.csv`` and the PNG plots."""
+    """``results.json`` (summary, fits, records, run metadata), ``results.csv`` and the PNG plots (gap included)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     fits = power_law_fits(rows)
@@ -274,6 +319,8 @@ def write_results(
         paths["cost_quality"] = plot_cost_quality(rows, out / "cost_vs_quality.png")
         if fits:
             paths["docs_scaling"] = plot_docs_scaling(rows, out / "perplexity_vs_docs.png")
+        if gap_rows(rows):
+            paths["personalization_gap"] = plot_personalization_gap(rows, out / "personalization_gap.png")
     return paths
 
 
@@ -309,6 +356,43 @@ def format_pivot(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {label} | {tokens:.0f} | " + " | ".join(ppl) + " | "
                      + (f"{rouge['rouge1']:.3f} | {rouge['rougeL']:.3f} |" if rouge else "- | - |"))
     return "\n".join(lines)
+
+
+def gap_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Summary rows that carry a personalization gap, largest gap first."""
+    return sorted((r for r in rows if r.get("gap") is not None), key=lambda r: (-r["gap"], r["label"], r["n_docs"]))
+
+
+def format_personalization(rows: Sequence[dict[str, Any]]) -> str:
+    """The personalization table: own vs another user's documents (vs the mean prompt), gap in nats per token."""
+    head = ("| method | docs | examples | own ppl | other-user ppl | mean-prompt ppl | gap (nats/token) "
+            "| 95% interval | own better |")
+    lines = [head, "|" + "---|" * 9]
+    for r in gap_rows(rows):
+        mean = "-" if r["mean_prompt_perplexity"] is None else f"{r['mean_prompt_perplexity']:.3f}"
+        lines.append(
+            f"| {r['label']} | {r['n_docs']} | {r['n_examples']} | {r['perplexity']:.3f} | {r['other_perplexity']:.3f} "
+            f"| {mean} | {r['gap']:+.3f} | [{r['gap_low']:+.3f}, {r['gap_high']:+.3f}] | {r['own_better']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_personalization_gap(rows: Sequence[dict[str, Any]], path: str | Path, *,
+                             title: str = "Personalization gap") -> Path:
+    """Gap (other-user minus own, nats per token) with its 95% interval, per method and number of documents."""
+    plt = _pyplot()
+    sel = sorted(gap_rows(rows), key=lambda r: (r["label"], r["n_docs"]))
+    fig, ax = plt.subplots(figsize=(6, 0.9 + 0.35 * max(len(sel), 1)))
+    ys = range(len(sel))
+    for y, r in zip(ys, sel):
+        ax.errorbar(r["gap"], y, xerr=[[r["gap"] - r["gap_low"]], [r["gap_high"] - r["gap"]]], fmt="o",
+                    color=_COLORS.get(r["method"], "black"), capsize=3)
+    ax.axvline(0.0, color="gray", lw=1, ls="--")
+    ax.set_yticks(list(ys), [f"{r['label']} @{r['n_docs']} docs" for r in sel], fontsize=7)
+    ax.set_xlabel("other-user minus own (nats per token; > 0: own documents help)")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save_figure(fig, path)
 
 
 def _plain_log_ticks(ax: Any) -> None:

@@ -58,9 +58,14 @@ def _split_label(value: str) -> tuple[str | None, str]:
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of random document selection and untrained compressors.")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of random document selection, untrained compressors and the user derangement of --swap.")
+@click.option("--swap/--no-swap", default=True, show_default=True,
+              help="Personalization gap: also score every method that reads documents with another user's "
+                   "documents (and ComMer with the mean of all users' prompts). About 2-3x the scoring time.")
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Writes results.json, results.csv, cost_vs_quality.png, perplexity_vs_docs.png.")
+              help="Writes results.json, results.csv, cost_vs_quality.png, perplexity_vs_docs.png, "
+                   "personalization_gap.png.")
 @click.option("--threads", type=int, default=None,
               help="torch CPU threads [default: torch's choice]. Use 1 when other jobs share the cores: "
                    "oversubscribed threads slow CPU training by an order of magnitude.")
@@ -68,7 +73,7 @@ def _split_label(value: str) -> tuple[str | None, str]:
 def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tuple[str, ...], raw_budgets: str,
              untrained: bool, docs_at_test: str, selection: str, base_model: str | None, max_examples: int,
              max_input_tokens: int, max_target_tokens: int, n_generate: int, rouge_docs: str | None, max_new_tokens: int,
-             batch_size: int, bf16: bool, device: str, seed: int, output: Path, threads: int | None,
+             batch_size: int, bf16: bool, device: str, seed: int, swap: bool, output: Path, threads: int | None,
              progress: bool) -> None:
     """Perplexity and ROUGE of ComMer checkpoints and baselines, per k and number of documents, with plots."""
     if threads:
@@ -99,19 +104,23 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
     base = bases.pop() if bases else "smollm2-135m"
     runner = _Runner(examples, n_docs_list, selection=selection, seed=seed, base=base, device=device,
                      batch_size=batch_size, n_generate=n_generate, generate_at=generate_at,
-                     max_new_tokens=max_new_tokens, bf16=bf16,
+                     max_new_tokens=max_new_tokens, bf16=bf16, swap=swap,
                      max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens, progress=progress)
     try:
         runner.run(infos, baselines, budgets, untrained)
     except (TrainingError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    from commer_core.evaluation import format_table, summarize, write_results
+    from commer_core.evaluation import format_personalization, format_table, gap_rows, summarize, write_results
 
     rows = summarize(runner.records)
     meta = {"data": str(path), "examples": len(examples), "docs_at_test": n_docs_list, "selection": selection,
             "base_model": base, "seed": seed, "checkpoints": runner.checkpoints, "generate": n_generate, "rouge_docs": generate_at,
-            "max_input_tokens": max_input_tokens, "max_target_tokens": max_target_tokens, "bf16": bf16}
+            "max_input_tokens": max_input_tokens, "max_target_tokens": max_target_tokens, "bf16": bf16,
+            "swap": swap}
     paths = write_results(output, rows, runner.records, meta=meta)
+    if gap_rows(rows):
+        click.echo("personalization (gap = other-user minus own, nats per token; > 0: own documents help)")
+        click.echo(format_personalization(rows) + "\n")
     click.echo(format_table(rows))
     click.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
 
@@ -121,7 +130,7 @@ class _Runner:
 
     def __init__(self, examples: list[Any], n_docs_list: list[int], *, selection: str, seed: int, base: str,
                  device: str, batch_size: int, n_generate: int, generate_at: list[int], max_new_tokens: int,
-                 bf16: bool,
+                 bf16: bool, swap: bool,
                  max_input_tokens: int, max_target_tokens: int, progress: bool) -> None:
         from commer_core.backbone import load_tokenizer
         from commer_core.training import prepare_examples
@@ -130,7 +139,7 @@ class _Runner:
         self.by_n = {n: prepare_examples(examples, tokenizer, n_docs=n, selection=selection, seed=seed,
                                          max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens)
                      for n in n_docs_list}
-        self.base, self.device, self.seed, self.bf16 = base, device, seed, bf16
+        self.base, self.device, self.seed, self.bf16, self.swap = base, device, seed, bf16, swap
         self.batch_size, self.n_generate, self.max_new_tokens = batch_size, n_generate, max_new_tokens
         self.generate_at = generate_at
         self.progress = progress
@@ -145,7 +154,7 @@ class _Runner:
         self.records.extend(evaluate_method(method, spec, self.by_n, batch_size=self.batch_size,
                                             generate=self.n_generate, generate_at=self.generate_at,
                                             max_new_tokens=self.max_new_tokens,
-                                            bf16=self.bf16))
+                                            bf16=self.bf16, swap=self.swap, swap_seed=self.seed))
 
     def run(self, infos: list[tuple[str | None, dict[str, Any]]], baselines: tuple[str, ...], budgets: list[int],
             untrained: bool) -> None:

@@ -1,4 +1,4 @@
-"""The compact Markdown table (and, with --plots, the two figures) of docs/RESULTS.md from an `evaluate` output.
+"""The Markdown tables of docs/RESULTS.md (personalization gap first) and, with --plots, the figures, from an `evaluate` output.
 
     python scripts/results_table.py runs/perltqa/eval-dev --plots docs/results/perltqa-dev
 """
@@ -9,16 +9,32 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from commer_core.evaluation import format_pivot, plot_cost_quality, plot_docs_scaling  # noqa: E402
+from commer_core.evaluation import (  # noqa: E402
+    format_personalization,
+    format_pivot,
+    gap_rows,
+    plot_cost_quality,
+    plot_docs_scaling,
+    plot_personalization_gap,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("results", type=Path, help="an `evaluate --output` folder")
-parser.add_argument("--plots", default=None, help="redraw the figures as PREFIX-cost-vs-quality.png, PREFIX-ppl-vs-docs.png")
+parser.add_argument("--plots", default=None,
+                    help="redraw the figures as PREFIX-personalization-gap.png, PREFIX-cost-vs-quality.png, "
+                         "PREFIX-ppl-vs-docs.png")
 parser.add_argument("--title", default="", help="figure title prefix")
 args = parser.parse_args()
 rows = json.loads((args.results / "results.json").read_text())["summary"]
 print(f"{rows[0]['n_examples']} examples per cell; from {args.results}/results.json\n")
+if gap_rows(rows):
+    print("Personalization gap (other-user minus own, nats per token; paired bootstrap 95% interval):\n")
+    print(format_personalization(rows) + "\n")
+else:
+    print("(no personalization gap in these results: evaluated with --no-swap or before it existed)\n")
 print(format_pivot(rows))
 if args.plots:
+    if gap_rows(rows):
+        plot_personalization_gap(rows, f"{args.plots}-personalization-gap.png", title=f"{args.title}personalization gap")
     plot_cost_quality(rows, f"{args.plots}-cost-vs-quality.png", title=f"{args.title}cost vs quality")
     plot_docs_scaling(rows, f"{args.plots}-ppl-vs-docs.png", title=f"{args.title}perplexity vs documents")

@@ -141,3 +141,34 @@ def test_pivot_table_has_one_line_per_method_best_first():
     lines = format_pivot(rows).splitlines()
     assert lines[0] == "| method | prompt tokens | ppl @1 docs | ppl @8 docs | ROUGE-1 | ROUGE-L |"
     assert lines[2] == "| b | 16 | 3.00 | 2.00 | - | - |" and lines[3] == "| a | 16 | 9.00 | 8.00 | 0.400 | 0.200 |"
+
+
+def test_swap_adds_the_personalization_gap_to_rows_files_and_tables(tiny_backbone, tmp_path):
+    from commer_core.evaluation import GAP_FIELDS, format_personalization, gap_rows
+
+    config = CompressorConfig(base_model="tiny-random", num_embeddings=3, lora=LoraSettings(r=2, alpha=4))
+    commer = CommerMethod(Compressor(tiny_backbone, config))
+    by_n = {n: prepare_examples(_examples(), tiny_backbone.tokenizer, n_docs=n) for n in (0, 2)}
+    records = evaluate_method(commer, MethodSpec("commer-k3", "commer", 3), by_n, swap=True)
+    records += evaluate_method(RawDocsMethod(commer.generator, budget=20), MethodSpec("raw-b20", "raw_docs", None, 20),
+                               by_n, swap=True)
+    records += evaluate_method(NoPersonalization(commer.generator), MethodSpec("none", "none", 0), by_n, swap=True)
+    rows = {(r["label"], r["n_docs"]): r for r in summarize(records)}
+    assert all(rows[(label, 0)]["gap"] is None for label in ("commer-k3", "raw-b20", "none"))
+    assert all(rows[("none", 2)][f] is None for f in GAP_FIELDS)
+    for label in ("commer-k3", "raw-b20"):
+        row = rows[(label, 2)]
+        assert row["gap_low"] <= row["gap"] <= row["gap_high"] and 0.0 <= row["own_better"] <= 1.0
+        assert row["other_perplexity"] != row["perplexity"]
+    assert rows[("commer-k3", 2)]["mean_prompt_perplexity"] > 0
+    assert rows[("raw-b20", 2)]["mean_prompt_perplexity"] is None
+    assert [r["label"] for r in gap_rows(rows.values())] == sorted(
+        ["commer-k3", "raw-b20"], key=lambda label: -rows[(label, 2)]["gap"])
+    assert format_personalization(rows.values()).count("\n") == 3
+    paths = write_results(tmp_path, list(rows.values()), records)
+    assert paths["personalization_gap"].read_bytes()[:4] == b"\x89PNG"
+    with open(paths["csv"]) as fh:
+        csv_rows = {(r["label"], r["n_docs"]): r for r in csv.DictReader(fh)}
+    assert float(csv_rows[("raw-b20", "2")]["gap"]) == pytest.approx(rows[("raw-b20", 2)]["gap"])
+    no_swap = evaluate_method(commer, MethodSpec("c", "commer", 3), by_n)
+    assert all("nll_other" not in r for r in no_swap)

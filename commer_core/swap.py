@@ -1,0 +1,165 @@
+"""The controls of the personalization gap: another user's documents, and one prompt for everyone.
+
+Why these two controls: a soft prompt can lower perplexity without reading the user at
+all (it may only teach the task format). Scoring the same examples with a *deranged*
+user's documents, and (ComMer) with the mean of every user's merged prompt, separates
+"the user's own data helps" from "any prompt helps".
+
+Choice of the other user's documents: :class:`~commer_core.training.PreparedExample`
+already holds documents selected for its input. Example ``j`` of user ``u`` receives the
+documents of example ``j mod m`` of user ``derangement(u)`` (``m`` = that user's number of
+examples, in the given order): documents that were selected for the *other* user's input,
+exactly what that user's stored prompt would carry in the product path (LaMP has one
+example per user, so it is that user's only example). Inputs and targets are unchanged,
+so own and other pair up example by example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from commer_core.generator import Prefix
+from commer_core.personalization import Gap, derangement, personalization_gap
+from commer_core.training import (
+    CommerMethod,
+    Method,
+    NoPersonalization,
+    PreparedExample,
+    autocast,
+    batches,
+    corpus_perplexity,
+    score_examples,
+)
+
+Scores = list[tuple[float, int]]
+
+
+def _by_user(examples: Sequence[PreparedExample]) -> dict[str, list[PreparedExample]]:
+    out: dict[str, list[PreparedExample]] = {}
+    for e in examples:
+        out.setdefault(e.user_id, []).append(e)
+    return out
+
+
+def swap_documents(examples: Sequence[PreparedExample], seed: int = 0) -> list[PreparedExample]:
+    """The same examples, each carrying the documents of a deranged (different) user.
+
+    Raises ``ValueError`` with fewer than two users (see :func:`derangement`).
+    """
+    users = _by_user(examples)
+    partner = derangement(list(users), seed)
+    seen: dict[str, int] = {}
+    out = []
+    for e in examples:
+        j = seen.get(e.user_id, 0)
+        seen[e.user_id] = j + 1
+        donors = users[partner[e.user_id]]
+        out.append(dataclasses.replace(e, documents=donors[j % len(donors)].documents))
+    return out
+
+
+def reads_documents(method: Method) -> bool:
+    """Whether a method's prefix depends on the user's documents (the gap is defined for it)."""
+    return not isinstance(method, NoPersonalization)
+
+
+class MeanPromptMethod(Method):
+    """ComMer with one prompt for everyone: the mean over users of their merged prompts.
+
+    Each user's prompt is the mean of the merged prompts of that user's examples (one
+    example per user on LaMP), then users are averaged with equal weight. Built once from
+    ``examples``; every example then gets that same k x d prefix.
+    """
+
+    name = "commer_mean_prompt"
+
+    def __init__(self, inner: CommerMethod, examples: Sequence[PreparedExample], *, batch_size: int = 8,
+                 bf16: bool = False) -> None:
+        super().__init__(inner.generator)
+        self.inner = inner
+        self.prompt = self._population_prompt(examples, batch_size, bf16)
+
+    @torch.inference_mode()
+    def _population_prompt(self, examples: Sequence[PreparedExample], batch_size: int, bf16: bool) -> torch.Tensor:
+        self.inner.eval()
+        per_user: dict[str, list[torch.Tensor]] = {}
+        for batch in batches(examples, batch_size):
+            with autocast(self.generator.device, bf16):
+                prefixes = self.inner.prefixes(batch)
+            for e, p in zip(batch, prefixes):
+                if p is not None:
+                    per_user.setdefault(e.user_id, []).append(p.float())
+        if not per_user:
+            raise ValueError("no example has documents: there is no prompt to average")
+        users = [torch.stack(ps).mean(0) for ps in per_user.values()]
+        return torch.stack(users).mean(0)
+
+    def prefixes(self, batch: Sequence[PreparedExample]) -> list[Prefix]:
+        return [self.prompt] * len(batch)
+
+    def prompt_tokens(self, example: PreparedExample) -> int:
+        return int(self.prompt.shape[0])
+
+    def eval(self) -> None:
+        self.inner.eval()
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, **{k: v for k, v in self.inner.describe().items() if k != "method"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonalizationScores:
+    """Per-example (summed NLL, tokens) of one method: own documents, another user's, and the mean prompt."""
+
+    own: Scores
+    other: Scores
+    mean: Scores | None = None  # ComMer only
+
+
+def personalization_scores(
+    method: Method, examples: Sequence[PreparedExample], *, seed: int = 0, batch_size: int = 8, bf16: bool = False,
+    own: Scores | None = None,
+) -> PersonalizationScores:
+    """Score ``examples`` with own documents (or reuse ``own``), swapped documents and (ComMer) the mean prompt."""
+    own = list(own) if own is not None else score_examples(method, examples, batch_size=batch_size, bf16=bf16)
+    if len(own) != len(examples):
+        raise ValueError(f"own scores ({len(own)}) do not match the examples ({len(examples)})")
+    other = score_examples(method, swap_documents(examples, seed), batch_size=batch_size, bf16=bf16)
+    mean = None
+    if isinstance(method, CommerMethod):
+        control = MeanPromptMethod(method, examples, batch_size=batch_size, bf16=bf16)
+        mean = score_examples(control, examples, batch_size=batch_size, bf16=bf16)
+    return PersonalizationScores(own, other, mean)
+
+
+def scores_report(scores: PersonalizationScores, *, seed: int = 0) -> dict[str, Any]:
+    """Perplexities and gaps (other - own; mean prompt - own) of already computed scores."""
+    gap: Gap = personalization_gap(scores.own, scores.other, seed=seed)
+    report: dict[str, Any] = {
+        "examples": len(scores.own),
+        "own_perplexity": corpus_perplexity(scores.own),
+        "other_perplexity": corpus_perplexity(scores.other),
+        "mean_prompt_perplexity": corpus_perplexity(scores.mean) if scores.mean is not None else None,
+        "gap": gap.to_dict(),
+        "mean_prompt_gap": personalization_gap(scores.own, scores.mean, seed=seed).to_dict()
+        if scores.mean is not None else None,
+    }
+    return report
+
+
+def personalization_report(
+    method: Method, examples: Sequence[PreparedExample], *, seed: int = 0, batch_size: int = 8, bf16: bool = False,
+    own: Scores | None = None,
+) -> dict[str, Any]:
+    """Own / other-user / (ComMer) mean-prompt perplexities and the gap with its bootstrap interval.
+
+    ``gap`` is :class:`~commer_core.personalization.Gap` as a dict (other minus own, nats per
+    token; > 0: the user's own documents help). ``seed`` fixes the derangement and the
+    bootstrap. Pass ``own`` (from :func:`~commer_core.training.score_examples`) to skip re-scoring.
+    """
+    scores = personalization_scores(method, examples, seed=seed, batch_size=batch_size, bf16=bf16, own=own)
+    return {"seed": seed, **scores_report(scores, seed=seed)}
