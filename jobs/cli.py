@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("jobs.train_cmd", "train", "Train a compressor (or a baseline) and write a checkpoint."),
     "evaluate": ("jobs.evaluate_cmd", "evaluate", "Perplexity / ROUGE of checkpoints and baselines, with plots."),
     "generate": ("jobs.generate_cmd", "generate", "Generate personalized text from a store + checkpoint."),
+    "personalization-check": ("jobs.personalization_cmd", "personalization_check",
+                              "Own vs another user's stored prompt through compress -> store -> serving."),
     "bench": ("jobs.bench_cmd", "bench", "Measure compress throughput against baselines and the machine's peak."),
 }
 
