@@ -2,14 +2,35 @@
 
 Why: the real LaMP files cannot be fetched here and PerLTQA is non-commercial
 (CC BY-NC 4.0), so neither may train the checkpoint this project ships. This
-module invents users from templates, with no real person's data: each user has
-facts (city, pet, team, food, hobby) and a writing style (casing, an opener, a
-closer, a signature hashtag). A user's profile is a history of their tweets; an
-example asks to paraphrase a neutral tweet (the official LaMP-7 prefix) and the
-gold output is that tweet rewritten in the user's style with the user's own facts
-in place of generic words ("my pet" -> "my dog Biscuit"). Nothing in the input
-says which style or facts apply: only the profile does, which is what ComMer
-must carry. LaMP-4-format files (headline generation) are generated the same way.
+module invents users from templates, with no real person's data.
+
+Each user has **facts** (city, pet kind + name, team, food, hobby, job, sibling)
+and a **style** made of several features (casing, opener, exclamation habit,
+abbreviations, closer, hashtag, sign-off). Every feature the user has comes from
+one *family* (e.g. opener family "hype": "omg", "OMG", "no way,", "wow,"), the
+user keeps a few wordings of that family, and applies the feature to each tweet
+with a user-specific *rate*. A fact is stated in varied phrasings ("my dog
+Biscuit", "Biscuit (my dog)", "Biscuit the dog"). So a single tweet shows only
+part of the style, and only the mean over several profile documents reveals it:
+the aggregation ComMer's mean merge is for. Profiles are built so that no item
+carries all of the user's style features, each feature the user has shows in
+at least two items, and every fact a question's target uses is stated in at
+least two profile items (the target is predictable from the profile).
+
+LaMP-7 layout: the input is a neutral tweet with generic words ("my pet", "my
+city"), the gold is that tweet with the user's facts and the user's style,
+applied with the user's rates (seeded per question). LaMP-4 layout: the input
+is a neutral article ("the city", "the local team"), the gold is a headline with
+the user's facts (their beat) in their style; profile items are past
+article/headline pairs.
+
+Generalization, not memorization: the ``"train"`` split draws style families and
+fact values from the TRAIN pools only; any other split name (``"dev"``,
+``"test"``, ...) draws from the HELD-OUT pools, whose style families and fact
+values (cities, pet kinds and names, teams, foods, hobbies, jobs, sibling names)
+never occur in train (``STYLE_FAMILIES`` and ``FACT_POOLS`` expose both; the
+relation words "sister"/"brother"/"cousin" are shared grammar, not facts). Dev
+and test thus measure personalization of unseen kinds of users.
 
 The output layout is the official one (``{split}/{split}_questions.json`` and
 ``{split}_outputs.json``), so the data goes through ``commer-pipeline prepare``
@@ -20,158 +41,387 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from commer_core.data.lamp import LAMP_OUTPUT_TASKS, LAMP_PREFIXES
 
-_CITIES = ["Lisbon", "Denver", "Osaka", "Nairobi", "Toronto", "Glasgow", "Austin", "Perth", "Bergen",
-           "Quito", "Porto", "Tucson", "Leeds", "Hanoi", "Bologna", "Calgary"]
-_PETS = [("dog", "Biscuit"), ("cat", "Mochi"), ("parrot", "Kiwi"), ("dog", "Rocket"), ("cat", "Pepper"),
-         ("rabbit", "Clover"), ("hamster", "Noodle"), ("dog", "Luna"), ("cat", "Ziggy"), ("turtle", "Sheldon")]
-_TEAMS = ["the Falcons", "the Tigers", "the Rovers", "the Comets", "the Wolves", "the Mariners",
-          "the Hornets", "the Pilots"]
-_FOODS = ["ramen", "tacos", "pho", "pizza", "falafel", "sushi", "curry", "dumplings", "pancakes", "paella"]
-_HOBBIES = ["running", "painting", "chess", "gardening", "climbing", "baking", "cycling", "knitting",
-            "photography", "surfing"]
-_OPENERS = ["", "honestly, ", "ok so ", "wow, ", "fun fact: ", "update: ", "not gonna lie, ", "hey friends, "]
-_CLOSERS = ["", " :)", "!!", " lol", " xoxo", " ...", " (true story)", " <3"]
-_HASHTAGS = ["", " #blessed", " #mondaymood", " #nofilter", " #dailylife", " #goodvibes", " #truestory",
-             " #lifeupdate", " #weekend"]
-_CASINGS = ["plain", "lower", "upper_first", "title"]
+TRAIN, HELDOUT = "train", "heldout"
 
-# (neutral text with generic slots, personalized text with the user's facts)
-_TWEETS: list[tuple[str, str]] = [
-    ("My pet woke me up at six again", "My {pet_kind} {pet_name} woke me up at six again"),
-    ("Walking my pet around the park before work", "Walking {pet_name} the {pet_kind} around the park before work"),
-    ("Traffic in my city is terrible this morning", "Traffic in {city} is terrible this morning"),
-    ("The weather in my city is finally nice", "The weather in {city} is finally nice"),
-    ("My team won the game last night", "{team} won the game last night"),
-    ("Cannot believe my team lost again", "Cannot believe {team} lost again"),
-    ("Having my favourite food for dinner tonight", "Having {food} for dinner tonight"),
-    ("Found a new place that serves my favourite food", "Found a new place in {city} that serves {food}"),
-    ("Spent the whole weekend on my hobby", "Spent the whole weekend {hobby}"),
-    ("Signed up for a class about my hobby", "Signed up for a {hobby} class"),
-    ("My pet stole my dinner off the table", "{pet_name} stole my {food} off the table"),
-    ("Watching my team play with my pet on the sofa", "Watching {team} play with {pet_name} on the sofa"),
-    ("Best day off ever, doing my hobby in my city", "Best day off ever, {hobby} in {city}"),
-    ("Nothing beats my favourite food after a long day", "Nothing beats {food} after a long day"),
-    ("Bought a present for my pet today", "Bought a present for {pet_name} today"),
-    ("Tickets to see my team play next week", "Tickets to see {team} play next week"),
-    ("Rain all day in my city again", "Rain all day in {city} again"),
-    ("Trying to teach my friends my hobby", "Trying to teach my friends {hobby}"),
-    ("Cooked my favourite food from scratch for the first time", "Cooked {food} from scratch for the first time"),
-    ("My pet is sleeping on my keyboard", "{pet_name} is sleeping on my keyboard"),
-    ("Early morning in my city, coffee in hand", "Early morning in {city}, coffee in hand"),
-    ("My team has a new coach and I have opinions", "{team} have a new coach and I have opinions"),
-    ("Three hours of my hobby and I am exhausted", "Three hours of {hobby} and I am exhausted"),
-    ("Ordered my favourite food twice this week", "Ordered {food} twice this week"),
+FACT_POOLS: dict[str, dict[str, list[str]]] = {
+    TRAIN: {
+        "city": ["Lisbon", "Denver", "Osaka", "Nairobi", "Toronto", "Glasgow", "Austin", "Perth", "Bergen", "Quito",
+                 "Porto", "Tucson", "Leeds", "Hanoi", "Bologna", "Calgary", "Seville", "Krakow", "Busan", "Adelaide"],
+        "pet_kind": ["dog", "cat", "rabbit", "parrot", "hamster"],
+        "pet_name": ["Biscuit", "Mochi", "Kiwi", "Rocket", "Pepper", "Clover", "Noodle", "Luna", "Ziggy", "Sheldon",
+                     "Waffles", "Pickle", "Bean", "Maple", "Otis", "Juno"],
+        "team": ["Falcons", "Tigers", "Rovers", "Comets", "Wolves", "Mariners", "Hornets", "Pilots", "Bulldogs",
+                 "Sharks", "Rangers", "Owls"],
+        "food": ["ramen", "tacos", "pho", "pizza", "falafel", "sushi", "curry", "dumplings", "pancakes", "paella",
+                 "lasagna", "burritos", "gnocchi", "kimchi"],
+        "hobby": ["running", "painting", "chess", "gardening", "climbing", "baking", "cycling", "knitting",
+                  "photography", "surfing", "pottery", "yoga"],
+        "job": ["nurse", "barista", "baker", "teacher", "plumber", "chef", "librarian", "dentist", "carpenter",
+                "mechanic"],
+        "sib_name": ["Maya", "Leo", "Priya", "Sam", "Nina", "Omar", "Tess", "Jonah", "Greta", "Kai", "Rosa", "Felix"],
+    },
+    HELDOUT: {
+        "city": ["Valparaiso", "Tbilisi", "Reykjavik", "Marrakesh", "Winnipeg", "Ljubljana", "Cusco", "Tallinn",
+                 "Dunedin", "Kyoto"],
+        "pet_kind": ["ferret", "tortoise", "gecko"],
+        "pet_name": ["Pumpernickel", "Tofu", "Bramble", "Nacho", "Saffron", "Gizmo", "Marble", "Fennel"],
+        "team": ["Herons", "Badgers", "Lynx", "Vipers", "Stallions", "Otters"],
+        "food": ["bibimbap", "pierogi", "tagine", "ceviche", "jollof", "shakshuka", "laksa"],
+        "hobby": ["fencing", "birdwatching", "archery", "calligraphy", "kayaking", "origami"],
+        "job": ["welder", "florist", "paramedic", "tailor", "beekeeper"],
+        "sib_name": ["Anouk", "Tariq", "Zofia", "Emeka", "Liesel", "Rafe"],
+    },
+}
+_SIB_RELATIONS = ["sister", "brother", "cousin"]
+
+# feature -> pool -> family -> wordings. Abbreviation wordings are (word, short form) pairs.
+STYLE_FAMILIES: dict[str, dict[str, dict[str, list[Any]]]] = {
+    "abbrev": {
+        TRAIN: {"texting": [("you", "u"), ("are", "r"), ("to", "2"), ("for", "4")],
+                "shortcuts": [("and", "&"), ("with", "w/"), ("at", "@"), ("because", "bc")]},
+        HELDOUT: {"slang": [("the", "da"), ("this", "dis"), ("that", "dat"), ("going to", "gonna")]},
+    },
+    "exclaim": {TRAIN: {"bang": ["!", "!!"], "quizzical": ["?!", "!?"]}, HELDOUT: {"mega": ["!!!", "!!!!!"]}},
+    "opener": {
+        TRAIN: {"hype": ["omg", "OMG", "no way,", "wow,"], "candid": ["honestly,", "not gonna lie,", "tbh", "real talk:"],
+                "newsy": ["update:", "quick update:", "fyi", "news:"],
+                "greeting": ["hey friends,", "morning all,", "hi everyone,", "hello hello,"],
+                "weary": ["ugh,", "sigh,", "meh,", "welp,"], "musing": ["so,", "ok so", "anyway,", "right,"]},
+        HELDOUT: {"dramatic": ["breaking:", "plot twist:", "alert:", "big news:"],
+                  "cheerful": ["yay!", "woohoo,", "yippee,", "hooray,"]},
+    },
+    "casing": {TRAIN: {"quiet": ["lower", "lower_nopunct"], "loud": ["shout_first", "shout_longest"]},
+               HELDOUT: {"headline": ["title", "title_smart"]}},
+    "closer": {
+        TRAIN: {"smiley": [":)", ":D", "(:", "=)"], "laugh": ["lol", "haha", "lmao", "hehe"],
+                "trail": ["...", "..", "…"], "heart": ["<3", "xoxo", "<33"]},
+        HELDOUT: {"shrug": ["idk", "whatever", "¯\\_(ツ)_/¯"], "sparkle": ["✨", "*sparkles*", "✨✨"]},
+    },
+    "hashtag": {
+        TRAIN: {"mood": ["#goodvibes", "#mood", "#vibes"], "life": ["#lifeupdate", "#dailylife", "#reallife"],
+                "weekend": ["#weekend", "#sundayfunday", "#saturdayvibes"],
+                "blessed": ["#blessed", "#grateful", "#thankful"]},
+        HELDOUT: {"honest": ["#nofilter", "#truestory", "#noregrets"], "hustle": ["#grind", "#hustle", "#nodaysoff"]},
+    },
+    "signoff": {
+        TRAIN: {"farewell": ["peace", "peace out", "later all"], "initials": ["- {initial}", "~{initial}", "-{initial}."],
+                "cheers": ["cheers", "cheers all", "ta"]},
+        HELDOUT: {"radio": ["over and out", "/end", "end transmission"], "love": ["love ya", "hugs", "much love"]},
+    },
+}
+# Order of application: word-level changes first, casing over opener + body, then the appended marks.
+FEATURES = ["abbrev", "exclaim", "opener", "casing", "closer", "hashtag", "signoff"]
+_SMALL_WORDS = {"a", "an", "the", "of", "in", "on", "to", "and", "at", "for", "with", "is"}
+
+# Slot -> (generic words in the neutral input, phrasings of the user's fact), per task.
+_SLOTS: dict[str, dict[str, tuple[str, list[str]]]] = {
+    "lamp7": {
+        "pet": ("my pet", ["my {pet_kind} {pet_name}", "{pet_name} (my {pet_kind})", "{pet_name} the {pet_kind}",
+                           "{pet_name}"]),
+        "city": ("my city", ["{city}", "good old {city}", "{city} (home)", "my beloved {city}"]),
+        "team": ("my team", ["the {team}", "my {team}", "our {team}"]),
+        "food": ("my favourite food", ["{food}", "some {food}", "a plate of {food}"]),
+        "hobby": ("my hobby", ["{hobby}", "my beloved {hobby}", "{hobby} (my thing)"]),
+        "job": ("my job", ["my {job} job", "my job as a {job}", "the {job} gig"]),
+        "sib": ("my sibling", ["my {sib_rel} {sib_name}", "{sib_name} (my {sib_rel})", "{sib_name}"]),
+    },
+    "lamp4": {
+        "city": ("the city", ["{city}"]),
+        "team": ("the local team", ["the {team}", "{team}"]),
+        "food": ("a local dish", ["{food}"]),
+        "hobby": ("a popular pastime", ["{hobby}"]),
+        "pets": ("pets", ["{pet_kind}s"]),
+    },
+}
+
+# LaMP-7: one string per tweet; slots become generic words (input) or the user's facts (target).
+_TWEETS: list[str] = [
+    "{pet} woke me up at six again.", "Took {pet} for a long walk before work.",
+    "Traffic in {city} is terrible this morning.", "The weather in {city} is finally nice.",
+    "{team} won the game last night and I am still shouting.", "Cannot believe {team} lost again.",
+    "Having {food} for dinner tonight.", "Found a new place in {city} that serves {food}.",
+    "Spent the whole weekend on {hobby}.", "Signed up for a class on {hobby} at the community center.",
+    "{pet} stole {food} right off the table.", "Watching {team} play with {pet} on the sofa.",
+    "Best day off ever, {hobby} all afternoon in {city}.", "Nothing beats {food} after a long day.",
+    "Bought a present for {pet} today.", "Got tickets to see {team} play next week.",
+    "Rain all day in {city} again.", "Trying to teach my friends {hobby}, wish me luck.",
+    "Cooked {food} from scratch for the first time.", "{pet} is sleeping on my keyboard, send help.",
+    "Early morning in {city}, coffee in hand.", "{team} have a new coach and I have opinions.",
+    "Three hours of {hobby} and I am exhausted.", "Ordered {food} twice this week, no regrets.",
+    "Long shift at {job} today, my feet hurt.", "{job} was chaos today but we made it.",
+    "Called {sib} for an hour and we laughed the whole time.", "{sib} is visiting {city} this weekend.",
+    "Made {food} for {sib} and they loved it.", "{sib} beat me at {hobby} again.",
+    "Finally a day off from {job}, time for {hobby}.", "Told everyone at {job} about {team}, they are tired of me.",
+    "{pet} and I are watching the rain.", "Is it just me or is {city} extra busy today?",
+    "Packed {food} for lunch and it was the highlight of the day.", "Do you ever just think about {food}? Because I do.",
+    "New personal best at {hobby} this morning.", "{team} play at home tonight, you know where I will be.",
+    "Sunset over {city} is unreal right now.", "{pet} learned a new trick and I am so proud.",
+    "The people at {job} asked for my recipe for {food}.", "Booked a trip for {sib} and me, cannot wait.",
+    "{sib} sent me a photo of {pet} and made my day.", "Thinking about quitting {job} to do {hobby} full time.",
+    "Anyone in {city} want to join me for {hobby}?", "Lost my voice cheering for {team}.",
+    "The vet says {pet} is perfectly healthy, what a relief.", "{food} in {city} is the best you will ever have.",
+    "Cleaned the whole flat and {pet} messed it up in five minutes.", "Wearing a jersey for {team} and I am ready.",
+    "Rainy Sunday, {food} and a movie with {sib}.", "Got home from {job} and {pet} was waiting at the door.",
+    "This week at {job} was a lot, thanks for asking.", "Moved to {city} three years ago today.",
+    "{hobby} at sunrise is the best way to start the day.", "The neighbors in {city} are the best, they brought me {food}.",
+    "Taught {sib} a bit of {hobby} and they are hooked.", "Bought new gear for {hobby} and my wallet is crying.",
+    "Fell asleep before {team} scored, classic me.", "{sib} thinks {team} are overrated, we are not speaking.",
+    "That moment when {food} arrives at your table.", "Snow in {city}, {pet} has never seen anything like it.",
+    "Studying for a certificate for {job} this month, so tired.", "Reading about {hobby} at the library for hours.",
 ]
 
-# (neutral article, personalized headline) for the LaMP-4-format variant.
+# LaMP-4: (article, headline); the article is the input, the headline the target.
 _ARTICLES: list[tuple[str, str]] = [
-    ("Local officials in {city} announced a new plan to expand public parks over the next five years.",
+    ("Officials in {city} announced a plan to expand public parks over the next five years.",
      "{city} unveils five-year plan to expand parks"),
     ("{team} secured a narrow victory on Saturday after a late goal in the final minutes.",
-     "{team} edge out rivals with late winner"),
+     "{team} edge rivals with late winner"),
     ("A new restaurant specialising in {food} opened downtown in {city} this week to long queues.",
      "Long queues as new {food} spot opens in {city}"),
     ("Interest in {hobby} has doubled among young adults, according to a national survey.",
      "Survey finds {hobby} popularity doubling among young adults"),
-    ("Animal shelters in {city} report record adoptions of {pet_kind}s this spring.",
-     "{city} shelters see record {pet_kind} adoptions"),
-    ("{team} announced the signing of a veteran coach ahead of the new season.",
-     "{team} sign veteran coach before new season"),
-    ("Heavy rain caused flooding across parts of {city} on Monday, closing several roads.",
-     "Flooding closes roads across {city}"),
-    ("A festival celebrating {food} will return to {city} next month after a two-year break.",
-     "{food} festival returns to {city}"),
+    ("Animal shelters in {city} report record adoptions of {pets} this spring.", "{city} shelters see record {pets} adoptions"),
+    ("{team} announced the signing of a veteran coach ahead of the new season.", "{team} sign veteran coach before new season"),
+    ("Heavy rain caused flooding across parts of {city} on Monday, closing several roads.", "Flooding closes roads across {city}"),
+    ("A festival celebrating {food} will return to {city} next month after a two-year break.", "{food} festival returns to {city}"),
+    ("Vets warn owners of {pets} about a rise in summer heatstroke cases.", "Vets issue heat warning for {pets}"),
+    ("A club devoted to {hobby} has opened its doors to beginners of all ages.", "New {hobby} club welcomes beginners"),
+    ("Supporters of {team} queued overnight for tickets to the final home game.", "Fans queue overnight to see {team}"),
+    ("The price of {food} has risen sharply this year because of poor harvests.", "{food} prices soar after poor harvests"),
+    ("A study suggests that {hobby} may lower stress more than previously thought.", "Study links {hobby} to lower stress"),
+    ("The council of {city} voted to add protected bike lanes on three major streets.", "{city} approves new protected bike lanes"),
+    ("A local charity in {city} is training volunteers to foster {pets}.", "{city} charity seeks foster homes for {pets}"),
+    ("{team} lost their third straight match on Sunday, raising questions about the coach.",
+     "Pressure mounts as {team} slump continues"),
+    ("A chef from {city} won a national award for a new take on {food}.", "{city} chef wins award for inventive {food}"),
+    ("The national championship in {hobby} drew a record number of entrants this year.",
+     "Record entries for national {hobby} championship"),
+    ("The stadium where {team} play will be renovated over the summer.", "{team} stadium set for summer renovation"),
+    ("Tourism in {city} reached a record high last year, officials said.", "{city} tourism hits record high"),
+    ("A viral video of {pets} playing in the snow has been viewed millions of times.", "Video of {pets} in snow goes viral"),
+    ("Schools in {city} will offer {hobby} as an after-school activity.", "{city} schools add {hobby} to after-school menu"),
+    ("A cookbook devoted entirely to {food} has topped the bestseller list.", "{food} cookbook tops bestseller list"),
+    ("{team} will hold an open training session for young fans next weekend.", "{team} open training to young fans"),
+    ("Insurance claims for {pets} rose by a third in {city} last year.", "{city} insurance claims for {pets} jump"),
+    ("Markets in {city} report that {food} is the best-selling street food.", "{food} tops {city} street food sales"),
 ]
+
+
+def pool_for_split(split: str) -> str:
+    """``"train"`` uses the TRAIN pools; every other split the HELD-OUT ones (unseen kinds of users)."""
+    return TRAIN if split == TRAIN else HELDOUT
+
+
+@dataclass(frozen=True)
+class StyleTrait:
+    """One style feature of a user: its family, the wordings the user keeps, how often it applies."""
+
+    feature: str
+    family: str
+    variants: tuple[Any, ...]
+    rate: float
 
 
 @dataclass(frozen=True)
 class Persona:
-    """A made-up user: facts and a writing style."""
+    """A made-up user: facts and a writing style spread over several features."""
 
     user: str
-    city: str
-    pet_kind: str
-    pet_name: str
-    team: str
-    food: str
-    hobby: str
-    opener: str
-    closer: str
-    hashtag: str
-    casing: str
+    facts: dict[str, str]
+    initial: str
+    traits: tuple[StyleTrait, ...]
 
-    def facts(self) -> dict[str, str]:
-        return {"city": self.city, "pet_kind": self.pet_kind, "pet_name": self.pet_name, "team": self.team,
-                "food": self.food, "hobby": self.hobby}
+    def features(self) -> frozenset[str]:
+        return frozenset(t.feature for t in self.traits)
 
-    def style(self, text: str) -> str:
-        if self.casing == "lower":
-            text = text.lower()
-        elif self.casing == "upper_first":
-            text = text[:1].upper() + text[1:]
-        elif self.casing == "title":
-            text = " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
-        opener = self.opener
-        if opener and self.casing != "lower":
-            opener = opener[:1].upper() + opener[1:]
-        return f"{opener}{text}{self.closer}{self.hashtag}"
+    def draw_features(self, rng: random.Random) -> set[str]:
+        """Which features one text shows: each independently, at the user's rate."""
+        return {t.feature for t in self.traits if rng.random() < t.rate}
+
+    def apply(self, text: str, on: set[str] | frozenset[str], rng: random.Random) -> tuple[str, frozenset[str]]:
+        """Style ``text`` with the features in ``on``; returns the text and the features that changed it."""
+        applied = set()
+        for trait in sorted((t for t in self.traits if t.feature in on), key=lambda t: FEATURES.index(t.feature)):
+            new = _TRANSFORMS[trait.feature](text, trait, self, rng)
+            if new != text:
+                applied.add(trait.feature)
+                text = new
+        return text, frozenset(applied)
+
+    def style(self, text: str, rng: random.Random) -> str:
+        """``text`` in this user's style, each feature drawn at its rate (how a gold output is written)."""
+        return self.apply(text, self.draw_features(rng), rng)[0]
 
 
-def make_personas(n: int, seed: int = 0) -> list[Persona]:
-    rng = random.Random(f"commer-synthetic-personas/{seed}")
-    personas = []
-    for i in range(n):
-        kind, name = rng.choice(_PETS)
-        personas.append(Persona(
-            user=f"u{seed}-{i:04d}", city=rng.choice(_CITIES), pet_kind=kind, pet_name=name,
-            team=rng.choice(_TEAMS), food=rng.choice(_FOODS), hobby=rng.choice(_HOBBIES),
-            opener=rng.choice(_OPENERS), closer=rng.choice(_CLOSERS), hashtag=rng.choice(_HASHTAGS),
-            casing=rng.choice(_CASINGS),
-        ))
-    return personas
+def _casing(text: str, how: str) -> str:
+    words = text.split(" ")
+    if how == "lower":
+        return text.lower()
+    if how == "lower_nopunct":
+        return re.sub(r"[.,!?]", "", text.lower())
+    if how == "shout_first":
+        return " ".join([words[0].upper(), *words[1:]])
+    if how == "shout_longest":
+        i = max(range(len(words)), key=lambda j: len(words[j]))
+        return " ".join(w.upper() if j == i else w for j, w in enumerate(words))
+    small = _SMALL_WORDS if how == "title_smart" else set()
+    return " ".join(w if (j and w in small) else w[:1].upper() + w[1:] for j, w in enumerate(words))
 
 
-def _fill(template: str, persona: Persona) -> str:
-    return template.format(**persona.facts())
+def _abbreviate(text: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    for word, short in pairs:
+        text = re.sub(rf"\b{re.escape(word)}\b", short, text, flags=re.IGNORECASE)
+    return text
+
+
+_Transform = Callable[[str, StyleTrait, Persona, random.Random], str]
+_TRANSFORMS: dict[str, _Transform] = {
+    "abbrev": lambda text, t, p, rng: _abbreviate(text, t.variants),
+    "exclaim": lambda text, t, p, rng: text.rstrip(".!? ") + rng.choice(t.variants),
+    "opener": lambda text, t, p, rng: f"{rng.choice(t.variants)} {text}",
+    "casing": lambda text, t, p, rng: _casing(text, rng.choice(t.variants)),
+    "closer": lambda text, t, p, rng: f"{text} {rng.choice(t.variants)}",
+    "hashtag": lambda text, t, p, rng: f"{text} {rng.choice(t.variants)}",
+    "signoff": lambda text, t, p, rng: f"{text} {rng.choice(t.variants).format(initial=p.initial)}",
+}
+
+
+def _make_traits(rng: random.Random, pool: str) -> tuple[StyleTrait, ...]:
+    """4-7 of the features, each from one family of ``pool`` with 2-3 wordings and a rate in [0.3, 0.8]."""
+    chosen = [f for f in FEATURES if rng.random() < 0.8]
+    while len(chosen) < 4:
+        chosen = sorted(set(chosen) | {rng.choice(FEATURES)}, key=FEATURES.index)
+    traits = []
+    for feature in chosen:
+        families = STYLE_FAMILIES[feature][pool]
+        family = rng.choice(sorted(families))
+        k = 3 if feature == "abbrev" else 2
+        variants = tuple(rng.sample(families[family], min(k, len(families[family]))))
+        traits.append(StyleTrait(feature, family, variants, round(rng.uniform(0.3, 0.8), 2)))
+    return tuple(traits)
+
+
+def _make_facts(rng: random.Random, pool: str) -> dict[str, str]:
+    facts = {name: rng.choice(values) for name, values in FACT_POOLS[pool].items()}
+    facts["sib_rel"] = rng.choice(_SIB_RELATIONS)
+    return facts
+
+
+def make_personas(n: int, seed: int = 0, split: str = TRAIN) -> list[Persona]:
+    """``n`` users for ``split``: facts and style families from that split's pools (see ``pool_for_split``)."""
+    pool = pool_for_split(split)
+    rng = random.Random(f"commer-synthetic-personas/{seed}/{split}")
+    return [Persona(user=f"u{seed}-{split}-{i:04d}", facts=_make_facts(rng, pool),
+                    initial=rng.choice(string.ascii_uppercase), traits=_make_traits(rng, pool)) for i in range(n)]
+
+
+def template_slots(template: str) -> set[str]:
+    """The fact slots a template uses (``"{pet} woke me"`` -> ``{"pet"}``)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _render(template: str, task: str, persona: Persona | None, rng: random.Random | None) -> str:
+    """Neutral text (``persona`` None: generic words) or the user's version (a random phrasing per fact)."""
+    slots = _SLOTS[task]
+    values = {}
+    for slot in template_slots(template):
+        generic, phrasings = slots[slot]
+        values[slot] = generic if persona is None else rng.choice(phrasings).format(**persona.facts)
+    text = template.format(**values)
+    return text[:1].upper() + text[1:]
+
+
+def _pick_templates(n_templates: int, slots_of: list[set[str]], rng: random.Random, profile_size: int,
+                    questions: int) -> tuple[list[int], list[int]]:
+    """Question templates, then a profile that states every fact the questions use at least twice."""
+    order = list(range(n_templates))
+    rng.shuffle(order)
+    asked, rest = order[:questions], order[questions:]
+    profile: list[int] = []
+    for slot in sorted(set().union(*(slots_of[t] for t in asked))):
+        for t in [t for t in rest if slot in slots_of[t] and t not in profile]:
+            if sum(slot in slots_of[p] for p in profile) >= 2 or len(profile) >= profile_size:
+                break
+            profile.append(t)
+    profile += [t for t in rest if t not in profile][: profile_size - len(profile)]
+    rng.shuffle(profile)
+    return asked, profile
+
+
+def _profile_masks(persona: Persona, texts: list[str], rng: random.Random) -> list[set[str]]:
+    """Per item, the features to apply: drawn at the user's rates, then fixed so that no item shows
+    every feature and each feature shows in at least two items (where the text lets it show)."""
+    features = persona.features()
+    masks = [persona.draw_features(rng) for _ in texts]
+    for mask in masks:
+        if mask >= features:
+            mask.discard(rng.choice(sorted(mask)))
+    for feature in sorted(features):
+        def shows(j: int) -> bool:
+            return feature in persona.apply(texts[j], {feature}, random.Random(0))[1]
+        have = sum(feature in m and shows(j) for j, m in enumerate(masks))
+        free = [j for j, m in enumerate(masks) if feature not in m and len(features - m) >= 2 and shows(j)]
+        for j in rng.sample(free, min(len(free), max(0, 2 - have))):
+            masks[j].add(feature)
+    return masks
+
+
+def styled_profile(persona: Persona, texts: list[str], rng: random.Random) -> list[tuple[str, frozenset[str]]]:
+    """The profile texts in the user's style, each with the features it shows (for tests and inspection)."""
+    return [persona.apply(text, mask, rng) for text, mask in zip(texts, _profile_masks(persona, texts, rng))]
 
 
 def _date(rng: random.Random) -> str:
     return f"20{rng.randint(15, 23):02d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
 
 
-def _lamp7_user(persona: Persona, rng: random.Random, profile_size: int, questions: int) -> list[tuple[dict, str]]:
-    order = list(range(len(_TWEETS)))
-    rng.shuffle(order)
-    asked, history = order[:questions], order[questions:questions + profile_size]
-    profile = [{"id": f"{persona.user}-p{j}", "text": persona.style(_fill(_TWEETS[t][1], persona)), "date": _date(rng)}
-               for j, t in enumerate(history)]
+def _lamp7_user(persona: Persona, rng: random.Random, profile_size: int, questions: int,
+                question_rng: Callable[[int], random.Random]) -> list[tuple[dict, str]]:
+    asked, history = _pick_templates(len(_TWEETS), [template_slots(t) for t in _TWEETS], rng, profile_size, questions)
+    texts = [_render(_TWEETS[t], "lamp7", persona, rng) for t in history]
+    profile = [{"id": f"{persona.user}-p{j}", "text": text, "date": _date(rng)}
+               for j, (text, _) in enumerate(styled_profile(persona, texts, rng))]
     out = []
     for q, t in enumerate(asked):
-        neutral, personal = _TWEETS[t]
-        question = {"id": f"{persona.user}-q{q}", "input": LAMP_PREFIXES["lamp7"] + neutral, "profile": profile}
-        out.append((question, persona.style(_fill(personal, persona))))
-    return out
-
-
-def _lamp4_user(persona: Persona, rng: random.Random, profile_size: int, questions: int) -> list[tuple[dict, str]]:
-    order = list(range(len(_ARTICLES)))
-    rng.shuffle(order)
-    asked, history = order[:questions], order[questions:questions + profile_size]
-    profile = [{"id": f"{persona.user}-p{j}", "title": persona.style(_fill(_ARTICLES[t][1], persona)),
-                "text": _fill(_ARTICLES[t][0], persona), "date": _date(rng)} for j, t in enumerate(history)]
-    out = []
-    for q, t in enumerate(asked):
-        article, headline = _ARTICLES[t]
-        question = {"id": f"{persona.user}-q{q}", "input": LAMP_PREFIXES["lamp4"] + _fill(article, persona),
+        qrng = question_rng(q)
+        question = {"id": f"{persona.user}-q{q}", "input": LAMP_PREFIXES["lamp7"] + _render(_TWEETS[t], "lamp7", None, None),
                     "profile": profile}
-        out.append((question, persona.style(_fill(headline, persona))))
+        out.append((question, persona.style(_render(_TWEETS[t], "lamp7", persona, qrng), qrng)))
     return out
+
+
+def _lamp4_user(persona: Persona, rng: random.Random, profile_size: int, questions: int,
+                question_rng: Callable[[int], random.Random]) -> list[tuple[dict, str]]:
+    slots = [template_slots(article) | template_slots(headline) for article, headline in _ARTICLES]
+    asked, history = _pick_templates(len(_ARTICLES), slots, rng, profile_size, questions)
+    titles = [_render(_ARTICLES[t][1], "lamp4", persona, rng) for t in history]
+    profile = [{"id": f"{persona.user}-p{j}", "title": title, "text": _render(_ARTICLES[t][0], "lamp4", persona, rng),
+                "date": _date(rng)} for j, (t, (title, _)) in enumerate(zip(history, styled_profile(persona, titles, rng)))]
+    out = []
+    for q, t in enumerate(asked):
+        qrng = question_rng(q)
+        article, headline = _ARTICLES[t]
+        question = {"id": f"{persona.user}-q{q}", "input": LAMP_PREFIXES["lamp4"] + _render(article, "lamp4", None, None),
+                    "profile": profile}
+        out.append((question, persona.style(_render(headline, "lamp4", persona, qrng), qrng)))
+    return out
+
+
+def _write_split(folder: Path, split: str, task: str, examples: list[tuple[dict, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    questions = [question for question, _ in examples]
+    golds = [{"id": question["id"], "output": gold} for question, gold in examples]
+    (folder / f"{split}_questions.json").write_text(json.dumps(questions, indent=1), encoding="utf-8")
+    (folder / f"{split}_outputs.json").write_text(
+        json.dumps({"task": LAMP_OUTPUT_TASKS[task], "golds": golds}, indent=1), encoding="utf-8")
 
 
 def write_synthetic_lamp(
@@ -186,7 +436,8 @@ def write_synthetic_lamp(
     """Write ``{split}/{split}_questions.json`` + ``{split}_outputs.json`` for new users per split.
 
     ``users`` maps split -> number of personas (default train 200, dev 32). Splits
-    hold disjoint personas, so dev measures personalization of unseen users.
+    hold disjoint personas; "train" uses the TRAIN pools and every other split the
+    HELD-OUT pools, so dev measures personalization of unseen kinds of users.
     Returns the number of questions per split.
     """
     if task not in ("lamp4", "lamp7"):
@@ -197,20 +448,13 @@ def write_synthetic_lamp(
     if questions_per_user + 1 > pool:
         raise ValueError(f"questions_per_user must leave room for a profile (at most {pool - 1})")
     profile_size = min(profile_size, pool - questions_per_user)
-    output_dir = Path(output_dir)
     counts: dict[str, int] = {}
-    for s, (split, n) in enumerate(users.items()):
-        rng = random.Random(f"commer-synthetic/{task}/{seed}/{split}")
-        questions: list[dict[str, Any]] = []
-        golds: list[dict[str, str]] = []
-        for persona in make_personas(n, seed=seed * 1000 + s):
-            for question, gold in make_user(persona, rng, profile_size, questions_per_user):
-                questions.append(question)
-                golds.append({"id": question["id"], "output": gold})
-        folder = output_dir / split
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{split}_questions.json").write_text(json.dumps(questions, indent=1), encoding="utf-8")
-        (folder / f"{split}_outputs.json").write_text(
-            json.dumps({"task": LAMP_OUTPUT_TASKS[task], "golds": golds}, indent=1), encoding="utf-8")
-        counts[split] = len(questions)
+    for split, n in users.items():
+        examples: list[tuple[dict, str]] = []
+        for persona in make_personas(n, seed=seed, split=split):
+            tag = f"commer-synthetic/{task}/{seed}/{split}/{persona.user}"
+            examples += make_user(persona, random.Random(tag), profile_size, questions_per_user,
+                                  lambda q, tag=tag: random.Random(f"{tag}/q{q}"))
+        _write_split(Path(output_dir) / split, split, task, examples)
+        counts[split] = len(examples)
     return counts

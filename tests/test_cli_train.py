@@ -30,8 +30,10 @@ def test_synthetic_lamp_is_deterministic_and_official_format(tmp_path):
     outputs = json.loads((tmp_path / "a/train/train_outputs.json").read_text())
     assert outputs["task"] == "LaMP_7" and [g["id"] for g in outputs["golds"]] == [q["id"] for q in questions]
     assert all(set(p) == {"id", "text", "date"} for q in questions for p in q["profile"])
-    persona = make_personas(1, seed=0)[0]
-    assert persona.style("Hello there").endswith(persona.hashtag)
+    persona = make_personas(3, seed=4, split="train")[0]
+    assert questions[0]["id"].startswith(persona.user + "-q")
+    assert any(persona.facts["city"] in p["text"] or persona.facts["pet_name"] in p["text"]
+               for p in questions[0]["profile"])
 
 
 def test_prepare_train_evaluate_end_to_end(tmp_path):

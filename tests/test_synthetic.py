@@ -1,0 +1,96 @@
+"""The synthetic LaMP generator: deterministic, official format, held-out users, aggregation needed."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from commer_core.data.lamp import load_lamp
+from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, _SLOTS, _TWEETS, make_personas,
+                                   styled_profile, write_synthetic_lamp)
+
+# Generic words of the neutral input -> the fact values that must then be predictable from the profile.
+_GENERIC_FACTS = {"lamp7": {"my pet": ["pet_name"], "my city": ["city"], "my team": ["team"],
+                            "my favourite food": ["food"], "my hobby": ["hobby"], "my job": ["job"],
+                            "my sibling": ["sib_name"]},
+                  "lamp4": {"the city": ["city"], "the local team": ["team"], "a local dish": ["food"],
+                            "a popular pastime": ["hobby"], "pets": ["pet_kind"]}}
+
+
+def _mentions(value: str, text: str) -> bool:
+    return re.search(rf"\b{re.escape(value.lower())}", text.lower()) is not None
+
+
+def _profile_text(task: str, item: dict) -> str:
+    return f"{item.get('title', '')} {item['text']}"
+
+
+@pytest.mark.parametrize("task", ["lamp7", "lamp4"])
+def test_synthetic_is_deterministic_and_read_by_the_official_readers(tmp_path, task):
+    write_synthetic_lamp(tmp_path / "a", task=task, users={"train": 3, "dev": 2}, seed=4)
+    write_synthetic_lamp(tmp_path / "b", task=task, users={"train": 3, "dev": 2}, seed=4)
+    for split in ("train", "dev"):
+        for kind in ("questions", "outputs"):
+            name = f"{split}/{split}_{kind}.json"
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        examples = load_lamp(task, tmp_path / "a", split)
+        assert len(examples) == (6 if split == "train" else 4)
+    other = tmp_path / "c"
+    write_synthetic_lamp(other, task=task, users={"train": 3, "dev": 2}, seed=5)
+    assert (other / "dev/dev_outputs.json").read_bytes() != (tmp_path / "a/dev/dev_outputs.json").read_bytes()
+
+
+def test_train_and_heldout_pools_share_no_style_family_and_no_fact_value():
+    for feature, pools in STYLE_FAMILIES.items():
+        assert not set(pools[TRAIN]) & set(pools[HELDOUT]), feature
+        train_words = {str(v) for family in pools[TRAIN].values() for v in family}
+        assert not train_words & {str(v) for family in pools[HELDOUT].values() for v in family}, feature
+    for fact in FACT_POOLS[TRAIN]:
+        assert not set(FACT_POOLS[TRAIN][fact]) & set(FACT_POOLS[HELDOUT][fact]), fact
+    for split, pool in (("train", TRAIN), ("dev", HELDOUT), ("test", HELDOUT)):
+        for persona in make_personas(20, seed=1, split=split):
+            assert all(persona.facts[f] in FACT_POOLS[pool][f] for f in FACT_POOLS[pool])
+            assert all(t.family in STYLE_FAMILIES[t.feature][pool] for t in persona.traits)
+
+
+def test_no_single_profile_item_shows_the_whole_style_but_the_profile_does():
+    checked = 0
+    for split in ("train", "dev"):
+        for persona in make_personas(30, seed=2, split=split):
+            rng = random.Random(persona.user)
+            texts = [t.replace("{", "").replace("}", "") for t in rng.sample(_TWEETS, 12)]
+            shown = [applied for _, applied in styled_profile(persona, texts, rng)]
+            assert all(applied < persona.features() for applied in shown)
+            # A feature shows where the text lets it (abbreviations need their words): twice when it can.
+            can = {f: sum(f in persona.apply(t, {f}, random.Random(0))[1] for t in texts) for f in persona.features()}
+            assert all(sum(f in s for s in shown) >= min(2, can[f]) for f in persona.features()), (can, shown)
+            assert set().union(*shown) >= {f for f, n in can.items() if n}
+            checked += 1
+    assert checked == 60
+
+
+@pytest.mark.parametrize("task", ["lamp7", "lamp4"])
+def test_each_question_fact_is_stated_in_two_profile_items_and_the_gold(tmp_path, task):
+    users = {"train": 15, "dev": 15}
+    write_synthetic_lamp(tmp_path, task=task, users=users, seed=3)
+    for split, n in users.items():
+        personas = {p.user: p for p in make_personas(n, seed=3, split=split)}
+        questions = json.loads((tmp_path / split / f"{split}_questions.json").read_text())
+        golds = {g["id"]: g["output"] for g in json.loads((tmp_path / split / f"{split}_outputs.json").read_text())["golds"]}
+        for q in questions:
+            persona = personas[q["id"].rsplit("-q", 1)[0]]
+            used = [fact for generic, facts in _GENERIC_FACTS[task].items()
+                    if re.search(rf"\b{generic}\b", q["input"], re.IGNORECASE) for fact in facts]
+            assert used, q["input"]
+            for fact in used:
+                value = persona.facts[fact]
+                assert _mentions(value, golds[q["id"]]), (value, golds[q["id"]])
+                assert sum(_mentions(value, _profile_text(task, p)) for p in q["profile"]) >= 2, (value, q["id"])
+
+
+def test_slot_generic_words_are_covered_by_the_test_map():
+    for task, slots in _SLOTS.items():
+        assert {generic for generic, _ in slots.values()} == set(_GENERIC_FACTS[task])
