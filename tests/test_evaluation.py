@@ -172,3 +172,23 @@ def test_swap_adds_the_personalization_gap_to_rows_files_and_tables(tiny_backbon
     assert float(csv_rows[("raw-b20", "2")]["gap"]) == pytest.approx(rows[("raw-b20", 2)]["gap"])
     no_swap = evaluate_method(commer, MethodSpec("c", "commer", 3), by_n)
     assert all("nll_other" not in r for r in no_swap)
+
+
+def test_evaluate_cli_prints_the_personalization_table_first(tmp_path):
+    from click.testing import CliRunner
+
+    from commer_core.data import write_examples_parquet
+    from jobs.cli import cli
+
+    write_examples_parquet(_examples(), tmp_path / "dev.parquet")
+    common = ["evaluate", "--data", str(tmp_path), "--base-model", "tiny-random", "--baseline", "none",
+              "--baseline", "raw_docs", "--raw-budget", "16", "--docs-at-test", "2", "--generate", "0",
+              "--no-progress"]
+    result = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "swap")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.index("personalization") < result.output.index("| method | k |")
+    assert "| raw-b16 | 2 | 5 |" in result.output
+    summary = json.loads((tmp_path / "swap" / "results.json").read_text())["summary"]
+    assert {r["label"]: r["gap"] is not None for r in summary} == {"raw-b16": True, "none": False}
+    off = CliRunner().invoke(cli, [*common, "--no-swap", "--output", str(tmp_path / "off")], catch_exceptions=False)
+    assert off.exit_code == 0 and "personalization" not in off.output
