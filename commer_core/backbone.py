@@ -18,8 +18,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,9 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from commer_core.errors import CommerError
+from commer_core.files import atomic_write_text, publish_dir, staging_dir
 
 from commer_core.allocator import keep_freed_memory
 
@@ -44,7 +45,7 @@ RANDOM_ARCHITECTURES = ("smollm2-135m", "gemma-2b")
 _META_FILE = "commer_backbone.json"
 
 
-class BackboneError(RuntimeError):
+class BackboneError(CommerError, RuntimeError):
     """A base model could not be resolved or loaded; the message says what to do."""
 
 
@@ -234,9 +235,8 @@ def weights_sha256(folder: Path) -> str:
                 digest.update(block)
     sha = digest.hexdigest()
     try:
-        (folder / _META_FILE).write_text(
-            json.dumps({**meta, "weights_sha256": sha, "weights_stamp": stamp}, indent=1)
-        )
+        atomic_write_text(folder / _META_FILE,
+                          json.dumps({**meta, "weights_sha256": sha, "weights_stamp": stamp}, indent=1))
     except OSError:
         pass  # read-only model folders are fine; we just hash again next time
     return sha
@@ -254,19 +254,10 @@ def _cached_conversion(name: str, build: Any) -> Path:
     target = commer_home() / "models" / name
     if (target / "config.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with staging_dir(target) as staging:
         log.info("preparing built-in model %s in %s (once)", name, target)
         build(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return publish_dir(staging, target, marker="config.json")
 
 
 def smollm2_gguf_path() -> Path:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from commer_core.backbone import Backbone, load_backbone
 from commer_core.compressor import Compressor
 from commer_core.config import CompressorConfig
+from commer_core.errors import CommerError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "commer_config.json"
@@ -38,7 +39,7 @@ ADAPTER_DIR = "adapter"
 CHECKSUMS_FILE = "checksums.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CommerError, ValueError):
     """A checkpoint is missing, altered, or does not fit the backbone it is loaded on."""
 
 

@@ -35,6 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from commer_core.errors import CommerError
+from commer_core.files import is_local_uri, local_path
 from schemas import StoreManifest
 
 MANIFEST_NAME = "_MANIFEST.json"
@@ -64,18 +66,17 @@ def check_version_name(name: str, where: str) -> str:
     return name
 
 
-class StoreError(ValueError):
+class StoreError(CommerError, ValueError):
     """The location is not a committed store, or it does not fit what the caller holds."""
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri and not uri.startswith("file://"):
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise StoreError(f"cannot open store location {uri!r}: {exc}") from exc
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    if is_local_uri(uri):
+        return pafs.LocalFileSystem(), os.path.abspath(local_path(uri))
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise StoreError(f"cannot open store location {uri!r}: {exc}") from exc
 
 
 def open_store(uri: str | os.PathLike[str]) -> EmbeddingStore:

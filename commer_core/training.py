@@ -51,6 +51,7 @@ from commer_core.compressor import Compressor
 from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_TARGET_MODULES, CompressorConfig, LoraSettings
 from commer_core.data.examples import Example
 from commer_core.data.selection import select_documents
+from commer_core.errors import CommerError
 from commer_core.generator import Generator, Prefix
 from commer_core.merge import MERGES
 
@@ -68,7 +69,7 @@ PROMPT_FILE = "prompt_embeddings.safetensors"
 STATE_FORMAT = 1
 
 
-class TrainingError(ValueError):
+class TrainingError(CommerError, ValueError):
     """A training run cannot start or resume as asked; the message says why."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from commer_core.perf import MIXES
+from jobs.errors import cli_errors
 
 DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
 BF16_DOCS = 512  # bf16 against fp32 on the first mix's first documents (fp32 is slow on a GPU)
@@ -71,6 +72,7 @@ PEAK_MATMUL_N = {"cpu": 2048, "cuda": 8192}  # big enough to reach the device's 
 @click.option("--render", "render_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Measure nothing: print the tables of a report an earlier run wrote with --json (one fetched "
                    "from a GPU machine, say), and with --write-docs put them into docs/.")
+@cli_errors
 def bench(n_docs: int, mixes: tuple[str, ...], naive_docs: int | None, pipeline_mix: str, pipeline_docs: int,
           skip_pipeline: bool, device: str, dtype: str, batch_tokens: tuple[int, ...], max_batch_size: int | None,
           compile_layers: bool, generation: bool, checkpoint: str | None, base_model: str | None,

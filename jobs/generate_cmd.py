@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from commer_core.defaults import default_checkpoint_path
+from jobs.errors import cli_errors
 
 if TYPE_CHECKING:
     from commer_core.serving import PersonalizedLM, Request, Response
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 @click.option("--fallback", type=click.Choice(["error", "none"]), default="error", show_default=True,
               help="Unknown user: a per-row error, or generation without personalization.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@cli_errors
 def generate(store_uri: str, checkpoint: Path, user_id: str | None, input_text: str | None,
              requests_path: Path | None, output_path: Path | None, batch_size: int, max_new_tokens: int,
              sample: bool, temperature: float, top_p: float, seed: int | None, stop_strings: tuple[str, ...],
@@ -53,16 +55,10 @@ def generate(store_uri: str, checkpoint: Path, user_id: str | None, input_text: 
     if requests_path is not None and output_path is None:
         raise click.UsageError("--requests needs --output")
 
-    from commer_core.backbone import BackboneError
-    from commer_core.checkpoint import CheckpointError
     from commer_core.serving import PersonalizedLM, Request
-    from commer_core.store import StoreError
 
-    try:
-        requests = [Request(user_id, input_text)] if single else _read_requests(requests_path)
-        lm = PersonalizedLM.open(store_uri, checkpoint, device=device)
-    except (StoreError, CheckpointError, BackboneError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    requests = [Request(user_id, input_text)] if single else _read_requests(requests_path)
+    lm = PersonalizedLM.open(store_uri, checkpoint, device=device)
     options = dict(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
                    stop_strings=stop_strings, seed=seed)
     responses = _answer(lm, requests, batch_size, fallback, options, progress=not single)

@@ -6,12 +6,15 @@ from collections import Counter
 
 import click
 
+from jobs.errors import cli_errors
+
 
 @click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("store")
 @click.option("--rows", "n_rows", type=click.IntRange(min=0), default=5, show_default=True, help="Rows to show.")
 @click.option("--user", "users", multiple=True, metavar="ID", help="Show these users (repeatable) instead of the first rows.")
 @click.option("--checkpoint", default=None, metavar="DIR", help="Also check the store against this checkpoint.")
+@cli_errors
 def inspect(store: str, n_rows: int, users: tuple[str, ...], checkpoint: str | None) -> None:
     """Print STORE's manifest, files, a few rows and its dead letters by reason.
 
@@ -21,14 +24,11 @@ def inspect(store: str, n_rows: int, users: tuple[str, ...], checkpoint: str | N
     """
     import numpy as np
 
-    from commer_core.store import StoreError, embedding_matrix, open_store
+    from commer_core.store import embedding_matrix, open_store
 
-    try:
-        s = open_store(store)
-        if checkpoint:
-            s.check_compatible(checkpoint)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    s = open_store(store)
+    if checkpoint:
+        s.check_compatible(checkpoint)
 
     click.echo(f"store {s.uri}" + (f" (version {s.version}, from LATEST)" if s.version else ""))
     click.echo("manifest:")

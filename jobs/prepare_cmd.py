@@ -6,6 +6,8 @@ import json
 
 import click
 
+from jobs.errors import cli_errors
+
 
 @click.command("prepare")
 @click.argument("task", type=click.Choice(["lamp4", "lamp7", "perltqa"], case_sensitive=False))
@@ -18,14 +20,11 @@ import click
               help="PerLTQA: whole characters held out for test (the paper: 27 train / 5 test).")
 @click.option("--dev-fraction", default=0.1, show_default=True, help="PerLTQA: share of train examples moved to dev.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the PerLTQA character and dev split.")
+@cli_errors
 def prepare(task: str, source: str, output: str, n_test_characters: int, dev_fraction: float, seed: int) -> None:
     """Convert the official files of TASK into training examples and user corpora."""
-    from commer_core.data import DataFormatError
     from commer_core.data import prepare as run_prepare
 
-    try:
-        counts = run_prepare(task.lower(), source, output, n_test_characters=n_test_characters, seed=seed,
-                             dev_fraction=dev_fraction)
-    except (DataFormatError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    counts = run_prepare(task.lower(), source, output, n_test_characters=n_test_characters, seed=seed,
+                         dev_fraction=dev_fraction)
     click.echo(json.dumps(counts, indent=2, sort_keys=True))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_TARGET_MODULES
+from jobs.errors import cli_errors
 
 
 def _load_task_data(data: Path) -> tuple[list, list]:
@@ -40,6 +41,12 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--num-embeddings", "-k", default=16, show_default=True,
               help="k: compression embeddings (ComMer) or soft tokens (prompt tuning).")
 @click.option("--docs-per-example", default=8, show_default=True, help="Documents per training example.")
+@click.option("--min-docs", type=int, default=None,
+              help="Each training example reads a random number of its documents, from this many to "
+                   "--docs-per-example, so the mean merge is trained as it is served [default: all of them].")
+@click.option("--prompt-norm", type=click.Choice(["rms", "none"]), default="rms", show_default=True,
+              help="ComMer: RMS-normalise compression rows times a learned gain (starts at the token "
+                   "embeddings' scale), or feed final-layer states as they are.")
 @click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,
@@ -83,9 +90,10 @@ def _load_task_data(data: Path) -> tuple[list, list]:
               help="torch CPU threads [default: torch's choice]. Use 1 when other jobs share the cores: "
                    "oversubscribed threads slow CPU training by an order of magnitude.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@cli_errors
 def train(**opts: object) -> None:
     """Train compression embeddings + LoRA (or prompt-tuning soft tokens) end to end on a frozen LLM."""
-    from commer_core.training import TrainConfig, TrainingError
+    from commer_core.training import TrainConfig
     from commer_core.training import train as run_train
 
     data: Path = opts.pop("data")  # type: ignore[assignment]
@@ -111,6 +119,7 @@ def train(**opts: object) -> None:
             target_modules=tuple(t.strip() for t in str(opts["lora_targets"]).split(",") if t.strip()),
             merge=str(opts["merge"]), max_doc_tokens=int(opts["max_doc_tokens"]),
             docs_per_example=int(opts["docs_per_example"]), dev_docs=opts["dev_docs"],
+            min_docs_per_example=opts["min_docs"], prompt_norm=str(opts["prompt_norm"]),
             selection="first" if objective == "autoencode" else str(opts["selection"]),
             raw_doc_budget=int(opts["raw_budget"]), max_input_tokens=int(opts["max_input_tokens"]),
             max_target_tokens=int(opts["max_target_tokens"]), steps=opts["steps"], epochs=opts["epochs"],
@@ -135,8 +144,6 @@ def train(**opts: object) -> None:
             train_examples, dev_examples = _load_task_data(data)
         result = run_train(config, train_examples, dev_examples, output, resume=resume, init_from=init_from,
                            progress=progress, compare_baselines=compare, extra_metadata=extra)
-    except (TrainingError, ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; state saved in {output / 'state'}: rerun with --resume") from None
     click.echo(json.dumps({"checkpoint": str(result.checkpoint), "fingerprint": result.fingerprint,

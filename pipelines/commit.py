@@ -32,6 +32,7 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from commer_core.errors import CommerError
 from commer_core.store import (
     DEAD_LETTER_GLOB,
     DEAD_LETTER_PREFIX,
@@ -55,7 +56,7 @@ PARQUET_CODEC = "zstd"
 KEEP_VERSIONS = 2
 
 
-class CommitError(RuntimeError):
+class CommitError(CommerError, RuntimeError):
     """The output could not be committed; the directory holds no (new) manifest."""
 
 

@@ -58,6 +58,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineState
 
+from commer_core.errors import CommerError
 from pipelines.combine import MeanPoolCombineFn, user_key
 from pipelines.commit import (
     KEEP_VERSIONS,
@@ -111,7 +112,7 @@ LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner")
 _DIRECT_ALIASES = ("SwitchingDirectRunner", "direct", "DirectRunner")
 
 
-class CompressError(RuntimeError):
+class CompressError(CommerError, RuntimeError):
     """The job cannot start or did not commit; the message says why (no traceback needed)."""
 
 

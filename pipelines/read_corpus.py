@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from commer_core.errors import CommerError
 from pipelines.user_buckets import UserBucket
 from schemas import is_stringlike
 
@@ -60,7 +61,7 @@ def table_rows(table: pa.Table) -> list[dict[str, Any]]:
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
-class CorpusReadError(IOError):
+class CorpusReadError(CommerError, IOError):
     """A corpus file's data could not be read (its footer could)."""
 
 

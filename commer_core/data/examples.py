@@ -10,7 +10,6 @@ corpus schema, so the very same users can be compressed by the nightly job.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +20,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from commer_core.errors import CommerError
+from commer_core.files import atomic_output
 from schemas import CORPUS_SCHEMA, check_row, normalize_row
 
 
-class DataFormatError(ValueError):
+class DataFormatError(CommerError, ValueError):
     """A source data file does not have the documented format (message names file and item)."""
 
 
@@ -93,15 +94,8 @@ def read_json(path: Path) -> Any:
 @contextmanager
 def _atomic_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
     """A ParquetWriter on a temporary name, renamed into place only when writing succeeded."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            yield writer
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        yield writer
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
