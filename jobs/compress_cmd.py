@@ -11,9 +11,13 @@ import logging
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 import click
+
+from pipelines.options import OptionSpec, option_specs
 
 _EPILOG = """\b
 Examples:
@@ -58,60 +62,35 @@ def _echo(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _click_option(spec: OptionSpec) -> Callable[[Callable], Callable]:
+    """``spec`` as a Click option (the argparse twin is :func:`pipelines.options.argument_parser`)."""
+    if spec.kind is bool:
+        decls = [f"{flag}/--no-{flag[2:]}" for flag in spec.flags] if spec.negatable else list(spec.flags)
+        return click.option(*decls, spec.name, is_flag=True, default=spec.default, help=spec.help)
+    if spec.choices:
+        kind: Any = click.Choice(list(spec.choices))
+    elif spec.kind is int:
+        kind = click.IntRange(min=spec.minimum) if spec.minimum is not None else int
+    else:
+        kind = str
+    return click.option(*spec.flags, spec.name, type=kind, default=spec.default, metavar=spec.metavar, help=spec.help)
+
+
+def compress_options(command: Callable) -> Callable:
+    """Every option of :class:`pipelines.options.CompressParams`, in declaration order."""
+    for spec in reversed(option_specs()):
+        command = _click_option(spec)(command)
+    return command
+
+
 @click.command(
     "compress",
     context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
     epilog=_EPILOG,
 )
-@click.option("--input", "input_", metavar="PATTERN", default=None,
-              help="Parquet file pattern or directory, on any Beam filesystem (default: a generated sample corpus).")
-@click.option("--output", default="./commer-output", show_default=True, metavar="URI",
-              help="Store directory (local, gs://, s3://). Each run adds a version and points OUTPUT/LATEST at "
-                   "it on success; a committed store is only replaced with --overwrite or updated with --previous.")
-@click.option("--checkpoint", default=None, metavar="DIR", help="Compressor checkpoint (default: the bundled one).")
-@click.option("--base-model", default=None, metavar="ID", help="Backbone to load (default: the checkpoint's).")
-@click.option("--user-column", default="user_id", show_default=True)
-@click.option("--doc-id-column", default="doc_id", show_default=True)
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--max-doc-tokens", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Truncate documents at N tokens (default: the checkpoint's).")
-@click.option("--batch-tokens", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Padded-token budget of one forward pass [default: 1024 on CPU, the fastest measured on a "
-                   "2-core CPU; 16384 with CUDA, measured on an H100].")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Most documents in one forward pass [default: 64 on CPU, 2048 with CUDA].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: CUDA (bf16) when the worker has one, else CPU (fp32).")
-@click.option("--share-model/--no-share-model", default=False, show_default=True,
-              help="One model per worker machine shared by its SDK processes (Beam large_model).")
-@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
-              help="torch.compile the decoder layers in each worker (10-30 s start-up per process; CPU workers "
-                   "need a C++ compiler). No reliable gain measured on CPU; on an H100 it made a 2B model's "
-                   "compression 18-23% faster (docs/PERFORMANCE.md).")
-@click.option("--progress-every", type=click.IntRange(min=0), default=32, show_default=True, metavar="N",
-              help="Log a progress line every N documents per worker process (0: off).")
-@click.option("--store-ranges", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
-              help="User-id ranges the store is clustered into (more: less memory per write step).")
-@click.option("--user-buckets", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Compress the users in N hash buckets, one pipeline after another, into the same version: "
-                   "bounds the memory of the in-process DirectRunner, which holds every shuffle in memory. "
-                   "Default: one bucket per 20,000 rows (input + previous store's documents) on the DirectRunner, "
-                   "1 on distributed runners.")
-@click.option("--previous", default=None, metavar="STORE",
-              help="Update this store incrementally: compress only documents it does not cover yet (same checkpoint "
-                   "required). Users absent from --input keep their row. Usually the same as --output.")
-@click.option("--full-snapshot", is_flag=True, default=False,
-              help="With --previous: --input holds every user; users absent from it are dropped.")
-@click.option("--doc-cache", default=None, metavar="DIR",
-              help="Per-document compression cache (Parquet, keyed by document and checkpoint): edits and "
-                   "deletions are recomputed from it without the model; tonight's compressions are added.")
-@click.option("--overwrite", is_flag=True, default=False, help="Replace a committed store at --output.")
-@click.option("--keep-versions", type=click.IntRange(min=1), default=2, show_default=True, metavar="N",
-              help="Committed versions kept under --output (older ones are removed after the commit).")
+@compress_options
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-def compress(input_, output, checkpoint, base_model, user_column, doc_id_column, text_column, max_doc_tokens,
-             batch_tokens, max_batch_size, device, share_model, compile_model, progress_every, store_ranges, user_buckets, previous,
-             full_snapshot, doc_cache, overwrite, keep_versions, beam_args):
+def compress(beam_args: tuple[str, ...], **options: Any) -> None:
     """Compress every user's documents and mean-pool them into one k x d soft prompt per user.
 
     Reads Parquet rows (user, doc id, text), dead-letters bad rows with a reason, compresses
@@ -138,30 +117,8 @@ def compress(input_, output, checkpoint, base_model, user_column, doc_id_column,
         if _is_direct(beam_args) and not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
             beam_args.append("--default_sdk_harness_log_level=ERROR")
     try:
-        params = CompressParams(
-            input=input_,
-            output=output,
-            checkpoint=checkpoint,
-            base_model=base_model,
-            user_column=user_column,
-            doc_id_column=doc_id_column,
-            text_column=text_column,
-            max_doc_tokens=max_doc_tokens,
-            batch_tokens=batch_tokens,
-            max_batch_size=max_batch_size,
-            device=device,
-            share_model=share_model,
-            compile_model=compile_model,
-            progress_every=progress_every,
-            store_ranges=store_ranges,
-            user_buckets=user_buckets,
-            previous=previous,
-            full_snapshot=full_snapshot,
-            doc_cache=doc_cache,
-            overwrite=overwrite,
-            keep_versions=keep_versions,
-        )
-        if input_ is None:
+        params = CompressParams(**options)
+        if params.input is None:
             _echo("commer: no --input given: running the embedded default on a generated sample corpus")
         result = run_job(params, beam_args, echo=_echo)
     except (CompressError, CommitError, SchemaError, CheckpointError, BackboneError, ValueError) as exc:

@@ -45,15 +45,13 @@ from commer_core.store import (
     VERSION_PREFIX,
 )
 from pipelines.faults import pause_point
+from pipelines.options import KEEP_VERSIONS  # the default: the new version and the one before (for rollback)
 from schemas import StoreManifest
 
 log = logging.getLogger(__name__)
 
 #: Parquet codec of every file the job writes (Beam's default is none).
 PARQUET_CODEC = "zstd"
-#: Committed versions kept by default: the new one and the one before (for readers
-#: still on it, and for rolling back by rewriting LATEST).
-KEEP_VERSIONS = 2
 
 
 class CommitError(CommerError, RuntimeError):

@@ -28,7 +28,6 @@ alone, for tests that use ``assert_that``).
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import gc
 import logging
@@ -84,6 +83,7 @@ from pipelines.incremental import (
     cache_directory,
     index_row,
 )
+from pipelines.options import DEFAULT_OUTPUT, CompressParams, argument_parser, parse_args  # noqa: F401 (re-exported)
 from pipelines.model_handler import (
     CompressDocuments,
     CompressorModelHandler,
@@ -106,7 +106,6 @@ from schemas import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT = "./commer-output"
 #: Runners whose workers are this machine's processes (direct_running_mode / direct_num_workers apply).
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner")
 _DIRECT_ALIASES = ("SwitchingDirectRunner", "direct", "DirectRunner")
@@ -114,96 +113,6 @@ _DIRECT_ALIASES = ("SwitchingDirectRunner", "direct", "DirectRunner")
 
 class CompressError(CommerError, RuntimeError):
     """The job cannot start or did not commit; the message says why (no traceback needed)."""
-
-
-# -- parameters ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CompressParams:
-    """What the job is asked to do (Beam's own options travel separately).
-
-    ``input``/``checkpoint`` None select the embedded default: the generated sample corpus
-    and the bundled checkpoint. ``max_doc_tokens`` None means the checkpoint's value.
-    """
-
-    input: str | None = None
-    output: str = DEFAULT_OUTPUT
-    checkpoint: str | None = None
-    base_model: str | None = None
-    user_column: str = "user_id"
-    doc_id_column: str = "doc_id"
-    text_column: str = "text"
-    max_doc_tokens: int | None = None
-    batch_tokens: int | None = None  # None: by device (commer_core.defaults.default_batch_tokens)
-    max_batch_size: int | None = None  # None: by device (commer_core.defaults.default_max_batch_size)
-    device: str = "auto"
-    share_model: bool = False
-    compile_model: bool = False
-    user_buckets: int | None = None  # None: auto_bucket_count
-    progress_every: int = 32
-    store_ranges: int = 256
-    rows_per_row_group: int = 64
-    previous: str | None = None
-    doc_cache: str | None = None
-    full_snapshot: bool = False
-    overwrite: bool = False
-    keep_versions: int = KEEP_VERSIONS
-
-    def __post_init__(self) -> None:
-        if not self.output:
-            raise ValueError("--output must not be empty")
-        if self.input is not None and not self.input.strip():
-            raise ValueError("--input must not be empty (omit it to run on the generated sample corpus)")
-        if self.full_snapshot and not self.previous:
-            raise ValueError("--full-snapshot only applies with --previous (without it every run is a full snapshot)")
-        for name in ("batch_tokens", "max_batch_size", "store_ranges", "rows_per_row_group", "keep_versions"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.user_buckets is not None and self.user_buckets < 1:
-            raise ValueError(f"--user-buckets must be >= 1 (got {self.user_buckets})")
-        if self.max_doc_tokens is not None and self.max_doc_tokens < 1:
-            raise ValueError(f"--max-doc-tokens must be >= 1 (got {self.max_doc_tokens})")
-        if self.progress_every < 0:
-            raise ValueError("progress_every must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda (got {self.device!r})")
-        columns = (self.user_column, self.doc_id_column, self.text_column)
-        if len(set(columns)) != 3 or not all(columns):
-            raise ValueError(f"user, doc-id and text columns must be three distinct names (got {columns})")
-
-
-def argument_parser() -> argparse.ArgumentParser:
-    """The job's own flags; everything else is a Beam pipeline option."""
-    p = argparse.ArgumentParser(prog="pipelines.compress", description=__doc__.splitlines()[0])
-    d = CompressParams()
-    p.add_argument("--input", default=None, help="Parquet file pattern or directory (default: generated sample corpus)")
-    p.add_argument("--output", default=d.output, help="store directory (local, gs://, s3://)")
-    p.add_argument("--checkpoint", default=None, help="compressor checkpoint directory (default: bundled)")
-    p.add_argument("--base-model", dest="base_model", default=None, help="backbone (default: the checkpoint's)")
-    p.add_argument("--user-column", dest="user_column", default=d.user_column)
-    p.add_argument("--doc-id-column", dest="doc_id_column", default=d.doc_id_column)
-    p.add_argument("--text-column", dest="text_column", default=d.text_column)
-    p.add_argument("--max-doc-tokens", dest="max_doc_tokens", type=int, default=None)
-    p.add_argument("--batch-tokens", dest="batch_tokens", type=int, default=d.batch_tokens)
-    p.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=d.max_batch_size)
-    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--share-model", dest="share_model", action="store_true")
-    p.add_argument("--compile", dest="compile_model", action="store_true", help="torch.compile the decoder layers")
-    p.add_argument("--progress-every", dest="progress_every", type=int, default=d.progress_every)
-    p.add_argument("--store-ranges", dest="store_ranges", type=int, default=d.store_ranges)
-    p.add_argument("--user-buckets", dest="user_buckets", type=int, default=None,
-                   help="users compressed in N hash buckets, one pipeline each (default: auto)")
-    p.add_argument("--previous", default=None, help="store to update incrementally")
-    p.add_argument("--doc-cache", dest="doc_cache", default=None, help="per-document compression cache directory")
-    p.add_argument("--full-snapshot", dest="full_snapshot", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help="replace a committed store at --output")
-    p.add_argument("--keep-versions", dest="keep_versions", type=int, default=d.keep_versions)
-    return p
-
-
-def parse_args(argv: Sequence[str] | None = None) -> tuple[CompressParams, list[str]]:
-    """``(params, beam_args)`` from a command line; unknown flags are Beam's."""
-    known, beam_args = argument_parser().parse_known_args(argv)
-    return CompressParams(**vars(known)), beam_args
 
 
 # -- launch-time checks ---------------------------------------------------------------------
@@ -603,7 +512,7 @@ def build(
         batch_tokens=p.batch_tokens,
         max_batch_size=p.max_batch_size,
         processes_per_worker=plan.processes_per_worker,
-        large_model=p.share_model,
+        large_model=p.large_model,
         compile_model=p.compile_model,
     )
     rows = pipeline | "ReadCorpus" >> ReadCorpusFiles(
