@@ -4,7 +4,8 @@ Layout::
 
     commer_config.json                    compressor config, base model id + weights sha256,
                                           tokenizer, training metadata
-    compression_embeddings.safetensors    the k x d compression embeddings (fp32)
+    compression_embeddings.safetensors    the k x d compression embeddings (fp32), and the
+                                          d-wide prompt_gain when prompt_norm is "rms"
     adapter/adapter_model.safetensors     the LoRA (PEFT's own layout, loadable by PEFT)
     adapter/adapter_config.json
     checksums.json                        sha256 of every file above
@@ -67,8 +68,8 @@ def save_checkpoint(
             "training": training or {},
         }
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        emb = compressor.compression_embeddings.detach().float().cpu().contiguous()
-        save_file({"compression_embeddings": emb}, staging / EMBEDDINGS_FILE)
+        save_file({name: t.detach().float().cpu().contiguous() for name, t in compressor.soft_tensors().items()},
+                  staging / EMBEDDINGS_FILE)
         # Name the backbone as the user did, not by a machine-local cache path.
         compressor.peft_model.peft_config["default"].base_model_name_or_path = backbone.name
         compressor.peft_model.save_pretrained(
@@ -110,11 +111,16 @@ def load_checkpoint(
             f"{backbone.name!r} (sha256 {backbone.weights_sha256[:12]}...); pass the matching --base-model"
         )
     compressor = Compressor(backbone, CompressorConfig.from_dict(config["compressor"]))
-    emb = load_file(path / EMBEDDINGS_FILE)["compression_embeddings"]
-    if tuple(emb.shape) != tuple(compressor.compression_embeddings.shape):
-        raise CheckpointError(f"{path / EMBEDDINGS_FILE}: shape {tuple(emb.shape)} does not match the config")
-    with torch.no_grad():
-        compressor.compression_embeddings.copy_(emb)
+    saved = load_file(path / EMBEDDINGS_FILE)
+    wanted = compressor.soft_tensors()
+    if set(saved) != set(wanted):
+        raise CheckpointError(f"{path / EMBEDDINGS_FILE}: holds {sorted(saved)}, the config needs {sorted(wanted)}")
+    for name, target in wanted.items():
+        if tuple(saved[name].shape) != tuple(target.shape):
+            raise CheckpointError(f"{path / EMBEDDINGS_FILE}: {name} has shape {tuple(saved[name].shape)}, "
+                                  f"the config needs {tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(saved[name])
     adapter = load_file(path / ADAPTER_DIR / "adapter_model.safetensors", device=str(backbone.device))
     result = set_peft_model_state_dict(compressor.peft_model, adapter)
     missing = [k for k in result.missing_keys if "lora_" in k]

@@ -58,22 +58,28 @@ class Compressor(nn.Module):
                 bias="none",
             ),
         )
-        self.compression_embeddings = nn.Parameter(self._init_embeddings(config.num_embeddings, seed))
+        self.compression_embeddings = nn.Parameter(draw_soft_tokens(backbone.model, config.num_embeddings, seed))
+        # The output scale (config.prompt_norm == "rms"): final-layer states have a norm of about 48 on
+        # SmolLM2 where the token embeddings the frozen generator reads have about 3.2. Each
+        # compression row is RMS-normalised and multiplied by this learned per-dimension gain,
+        # initialised to the token embeddings' own per-dimension RMS, so the prompt starts at the
+        # scale the generator expects. Part of the checkpoint: the job and serving see the same rows.
+        self.prompt_gain = (nn.Parameter(token_embedding_rms(backbone.model))
+                            if self.config.prompt_norm == "rms" else None)
         self.to(backbone.device)
         self.eval()
 
     # -- parameters -------------------------------------------------------------------
-    def _init_embeddings(self, k: int, seed: int) -> torch.Tensor:
-        """Draw from the token embeddings' per-dimension statistics so the backbone sees in-distribution inputs."""
-        table = self.backbone.model.get_input_embeddings().weight.detach().float()
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn(k, table.shape[1], generator=gen)
-        return table.mean(0).cpu() + table.std(0).cpu() * noise
-
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """The two groups the method trains (they take different learning rates)."""
+        """The two groups the method trains (they take different learning rates); the gain goes with the embeddings."""
         lora = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
-        return {"embeddings": [self.compression_embeddings], "lora": lora}
+        gain = [] if self.prompt_gain is None else [self.prompt_gain]
+        return {"embeddings": [self.compression_embeddings, *gain], "lora": lora}
+
+    def soft_tensors(self) -> dict[str, nn.Parameter]:
+        """The compressor's own tensors besides the LoRA, by the names the checkpoint stores them under."""
+        gain = {} if self.prompt_gain is None else {"prompt_gain": self.prompt_gain}
+        return {"compression_embeddings": self.compression_embeddings, **gain}
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
@@ -145,7 +151,14 @@ class Compressor(nn.Module):
         # kernel (skips the masked half) and no (n, 1, width, width) mask is built.
         decoder = self.peft_model.get_base_model().get_decoder()
         hidden = decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state
-        return hidden[rows, slots]
+        return self.scale_prompt(hidden[rows, slots])
+
+    def scale_prompt(self, rows: torch.Tensor) -> torch.Tensor:
+        """Compression rows at the generator's input scale (``prompt_norm``); unchanged when it is ``none``."""
+        if self.prompt_gain is None:
+            return rows
+        rms = rows.float().pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
+        return (rows.float() * rms * self.prompt_gain.float()).to(rows.dtype)
 
     @torch.inference_mode()
     def compress_texts(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> torch.Tensor:
@@ -167,6 +180,34 @@ class Compressor(nn.Module):
         for batch in plan_batches([len(x) for x in input_ids], self.num_embeddings, batch_tokens, max_batch_size):
             out[_to_device(torch.tensor(batch), self.device)] = self([input_ids[i] for i in batch]).float()
         return out.cpu()
+
+
+def token_embedding_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of what the embedding layer feeds the decoder, on the CPU.
+
+    That is the weights times any scale the layer applies: Gemma's embedding layer multiplies
+    by sqrt(d), and vectors passed as ``inputs_embeds`` (compression embeddings, prompt-tuning
+    tokens, merged prompts) skip the layer, so they must be drawn at the scaled size.
+    """
+    layer = model.get_input_embeddings()
+    table = layer.weight.detach().float()
+    probe = torch.arange(min(8, table.shape[0]), device=layer.weight.device)
+    with torch.no_grad():
+        scale = float(layer(probe).float().norm() / table[probe].norm().clamp_min(1e-12))
+    return table.mean(0).cpu() * scale, table.std(0).cpu() * scale
+
+
+def token_embedding_rms(model: nn.Module) -> torch.Tensor:
+    """Per-dimension root mean square of the token embeddings the decoder reads (see :func:`token_embedding_stats`)."""
+    mean, std = token_embedding_stats(model)
+    return (mean.pow(2) + std.pow(2)).sqrt()
+
+
+def draw_soft_tokens(model: nn.Module, k: int, seed: int) -> torch.Tensor:
+    """k vectors drawn from the token embeddings' per-dimension statistics: in-distribution inputs for the backbone."""
+    mean, std = token_embedding_stats(model)
+    noise = torch.randn(k, mean.shape[0], generator=torch.Generator().manual_seed(seed))
+    return mean + std * noise
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -11,6 +11,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 # Attention projections: the LoRA target that keeps a checkpoint small (all-linear
 # LoRA r=64 on SmolLM2 is ~78 MB); override for the paper's heavier setting.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+PROMPT_NORMS = ("none", "rms")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class CompressorConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     max_doc_tokens: int = 512
     hidden_size: int | None = None
+    # How compression rows are scaled for the generator: "none" (the final layer's states as they
+    # are; checkpoints from before this option) or "rms" (normalised, times a learned gain).
+    prompt_norm: str = "none"
 
     def __post_init__(self) -> None:
         if not self.base_model:
@@ -54,6 +58,8 @@ class CompressorConfig:
             raise ValueError(f"num_embeddings (k) must be in [1, 1024], got {self.num_embeddings}")
         if self.max_doc_tokens < 1:
             raise ValueError(f"max_doc_tokens must be >= 1, got {self.max_doc_tokens}")
+        if self.prompt_norm not in PROMPT_NORMS:
+            raise ValueError(f"prompt_norm must be one of {PROMPT_NORMS}, got {self.prompt_norm!r}")
         if isinstance(self.lora, dict):
             object.__setattr__(self, "lora", LoraSettings(**self.lora))
 

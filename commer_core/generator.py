@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from commer_core.compressor import Compressor
+from commer_core.task_format import TaskFormat
 
 Prefix = torch.Tensor | None  # (p, d) soft vectors placed before the input tokens
 
@@ -41,6 +42,7 @@ class Generator:
         self.compressor = compressor
         self.tokenizer = compressor.tokenizer
         self.model = compressor.peft_model
+        self.format = TaskFormat.for_tokenizer(self.tokenizer)
 
     @contextlib.contextmanager
     def frozen_base(self) -> Iterator[nn.Module]:
@@ -52,19 +54,19 @@ class Generator:
     def device(self) -> torch.device:
         return self.compressor.device
 
-    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
     def _embed_rows(
         self, prefixes: Sequence[Prefix], pieces: Sequence[list[int]], *, left_pad: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stack [prefix ; token embeddings] rows, padded, with their attention mask."""
+        """Stack [head ; prefix ; token embeddings] rows, padded, with their attention mask."""
         embed = self.model.get_input_embeddings()
         dtype = embed.weight.dtype
+        head = self.format.head_ids
+        head_emb = embed(torch.as_tensor(head, dtype=torch.long, device=self.device)) if head else None
         rows = []
         for prefix, ids in zip(prefixes, pieces):
             tok = embed(torch.as_tensor(ids, dtype=torch.long, device=self.device))
-            parts = [tok] if prefix is None else [prefix.to(self.device, dtype), tok]
+            parts = [p for p in (head_emb, None if prefix is None else prefix.to(self.device, dtype), tok)
+                     if p is not None]
             rows.append(torch.cat(parts, dim=0))
         width = max(r.shape[0] for r in rows)
         d = rows[0].shape[1]
@@ -79,18 +81,19 @@ class Generator:
     def target_nll(
         self, prefixes: Sequence[Prefix], inputs: Sequence[str], targets: Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example summed NLL of ``target + eos`` and its token counts (differentiable).
+        """Per-example summed NLL of the target and its end token, and token counts (differentiable).
 
-        Only target positions go through the LM head: the vocabulary projection is
-        the costliest part of a small model's forward.
+        Inputs and targets are laid out by :class:`TaskFormat` (the one layout training,
+        evaluation and serving share). Only target positions go through the LM head: the
+        vocabulary projection is the costliest part of a small model's forward.
         """
-        eos = self.tokenizer.eos_token_id
-        in_ids = self._ids(inputs)
-        tgt_ids = [ids + [eos] for ids in self._ids(targets)]
+        in_ids = self.format.input_ids(inputs)
+        tgt_ids = self.format.target_ids(targets)
         embeds, mask = self._embed_rows(prefixes, [a + b for a, b in zip(in_ids, tgt_ids)], left_pad=False)
+        head = len(self.format.head_ids)
         rows, cols, labels, owner = [], [], [], []
         for i, (prefix, a, b) in enumerate(zip(prefixes, in_ids, tgt_ids)):
-            start = (0 if prefix is None else prefix.shape[0]) + len(a)
+            start = head + (0 if prefix is None else prefix.shape[0]) + len(a)
             for j, token in enumerate(b):
                 rows.append(i)
                 cols.append(start + j - 1)  # the position that predicts target token j
@@ -146,7 +149,7 @@ class Generator:
         """
         if not inputs:
             return []
-        embeds, mask = self._embed_rows(prefixes, self._ids(inputs), left_pad=True)
+        embeds, mask = self._embed_rows(prefixes, self.format.input_ids(inputs), left_pad=True)
         gen = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         eos = self.tokenizer.eos_token_id
         n = len(inputs)

@@ -201,7 +201,7 @@ def time_naive(compressor: Compressor, docs: Sequence[Sequence[int]], *, probe: 
     def one(ids: Sequence[int]) -> torch.Tensor:
         x = torch.cat([embed(torch.tensor([list(ids)], device=slots.device))[0], slots.to(embed.weight.dtype)])[None]
         out = model(inputs_embeds=x, output_hidden_states=True)
-        return out.hidden_states[-1][0, -k:].float().cpu()  # to the host, as the batched path does
+        return compressor.scale_prompt(out.hidden_states[-1][0, -k:]).float().cpu()  # to the host, as batched
 
     with torch.inference_mode():
         one(docs[0])

@@ -47,13 +47,14 @@ from torch import nn
 
 from commer_core.backbone import Backbone, load_backbone
 from commer_core.checkpoint import CONFIG_FILE, load_checkpoint, read_config, save_checkpoint
-from commer_core.compressor import Compressor
+from commer_core.compressor import Compressor, draw_soft_tokens
 from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_TARGET_MODULES, CompressorConfig, LoraSettings
 from commer_core.data.examples import Example
 from commer_core.data.selection import select_documents
 from commer_core.errors import CommerError
 from commer_core.generator import Generator, Prefix
 from commer_core.merge import MERGES
+from commer_core.personalization import personalization_gap
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ SELECTIONS: tuple[str, ...] = ("bm25", "random", "recent", "first")
 
 STATE_DIR = "state"
 CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"  # the checkpoint of the dev check that best shows personalization (see best_record)
+# A dev check with a larger personalization gap replaces the best one unless its dev perplexity is
+# worse by more than this factor: a gap bought by wrecking the perplexity is no gain.
+BEST_PPL_TOLERANCE = 1.1
 METHOD_FILE = "method.json"
 PROMPT_FILE = "prompt_embeddings.safetensors"
 STATE_FORMAT = 1
@@ -92,7 +97,12 @@ class TrainConfig:
     merge: str = "mean"
     max_doc_tokens: int = 512
     docs_per_example: int = 8
+    # When set, each training example reads a random number of its selected documents, from this
+    # many to docs_per_example: the merge is then trained on means of as many documents as it
+    # serves (a store's prompt is the mean of all of a user's documents).
+    min_docs_per_example: int | None = None
     dev_docs: int | None = None  # documents per dev example (default: docs_per_example)
+    prompt_norm: str = "rms"  # how compression rows are scaled for the generator (CompressorConfig.prompt_norm)
     selection: str = "bm25"
     raw_doc_budget: int = 512  # prompt tuning / raw docs: token budget of the raw documents
     max_input_tokens: int = 256
@@ -126,6 +136,9 @@ class TrainConfig:
             raise TrainingError(f"merge must be one of {tuple(MERGES)}, got {self.merge!r}")
         if self.selection not in SELECTIONS:
             raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.min_docs_per_example is not None and not 1 <= self.min_docs_per_example <= self.docs_per_example:
+            raise TrainingError(f"min_docs_per_example must be in [1, docs_per_example={self.docs_per_example}], "
+                                f"got {self.min_docs_per_example}")
         if self.steps is not None and self.epochs is not None:
             raise TrainingError("give --steps or --epochs, not both")
         if self.steps is not None and self.steps < 1:
@@ -152,6 +165,7 @@ class TrainConfig:
             num_embeddings=self.num_embeddings,
             lora=LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, self.target_modules),
             max_doc_tokens=self.max_doc_tokens,
+            prompt_norm=self.prompt_norm,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +237,24 @@ def prepare_examples(
     return prepared
 
 
+def sample_documents(batch: Sequence[PreparedExample], low: int | None, *, seed: int, step: int) -> list[PreparedExample]:
+    """Each example keeps a random subset of ``low``..all of its documents (order kept); ``None`` keeps all.
+
+    A pure function of (seed, step, example id), so an interrupted and resumed run draws the same.
+    """
+    if low is None:
+        return list(batch)
+    out = []
+    for e in batch:
+        if len(e.documents) <= low:
+            out.append(e)
+            continue
+        rng = random.Random(f"commer-docs/{seed}/{step}/{e.example_id}")
+        keep = sorted(rng.sample(range(len(e.documents)), rng.randint(low, len(e.documents))))
+        out.append(dataclasses.replace(e, documents=tuple(e.documents[i] for i in keep)))
+    return out
+
+
 def examples_digest(examples: Sequence[PreparedExample]) -> str:
     """sha256 over what is scored (ids, inputs, targets, documents): equal digests, identical examples."""
     digest = hashlib.sha256()
@@ -292,7 +324,7 @@ class CommerMethod(Method):
 
     def named_trainables(self) -> list[tuple[str, nn.Parameter]]:
         lora = [(n, p) for n, p in self.compressor.peft_model.named_parameters() if "lora_" in n]
-        return [("compression_embeddings", self.compressor.compression_embeddings), *lora]
+        return [*self.compressor.soft_tensors().items(), *lora]
 
     def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
         groups = self.compressor.trainable_parameters()
@@ -348,11 +380,7 @@ class PromptTuningMethod(Method):
     def __init__(self, generator: Generator, *, num_embeddings: int, budget: int, seed: int = 0) -> None:
         super().__init__(generator)
         self.budget = budget
-        table = generator.model.get_input_embeddings().weight.detach().float()
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn(num_embeddings, table.shape[1], generator=gen)
-        init = table.mean(0).cpu() + table.std(0).cpu() * noise
-        self.prompt = nn.Parameter(init.to(generator.device))
+        self.prompt = nn.Parameter(draw_soft_tokens(generator.model, num_embeddings, seed).to(generator.device))
 
     @property
     def num_embeddings(self) -> int:
@@ -679,6 +707,7 @@ def train(
     log_file = output_dir / "train_log.jsonl"
     bar = _progress(total, start_step, progress)
     step = start_step
+    best = best_record(history)
     try:
         while step < total:
             if stop_after is not None and step >= stop_after:
@@ -691,7 +720,8 @@ def train(
             method.train()
             loss_sum, token_sum, step_tokens = 0.0, 0, 0
             for micro in range(config.grad_accum):
-                batch = [train_set[i] for i in order.micro_batch(step * config.grad_accum + micro)]
+                batch = sample_documents([train_set[i] for i in order.micro_batch(step * config.grad_accum + micro)],
+                                         config.min_docs_per_example, seed=config.seed, step=step)
                 with autocast(device, config.bf16):
                     prefixes = method.prefixes(batch)
                     nll, counts = method.generator.target_nll(
@@ -713,13 +743,18 @@ def train(
             record = {"step": step, "loss": loss_sum / max(token_sum, 1), "grad_norm": grad_norm,
                       "tokens": step_tokens, "tokens_per_s": step_tokens / max(dt, 1e-9), "lr_scale": scale}
             if config.eval_every and step % config.eval_every == 0 and step < total and dev_set:
-                record["dev_perplexity"] = corpus_perplexity(score_examples(method, dev_set, bf16=config.bf16))
+                record.update(dev_check(method, dev_set, config))
+                if _better(record, best):
+                    best = {"step": step, **{k: record[k] for k in DEV_KEYS if k in record}}
+                    save_method(method, output_dir / BEST_DIR, training={"step": step, "config": config.to_dict(),
+                                                                           "dev": best})
             history.append(record)
             with open(log_file, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
-                            **({"dev_ppl": f"{record['dev_perplexity']:.3f}"} if "dev_perplexity" in record else {}))
+                            **({"dev_ppl": f"{record['dev_perplexity']:.3f}"} if "dev_perplexity" in record else {}),
+                            **({"dev_gap": f"{record['dev_gap']:.3f}"} if "dev_gap" in record else {}))
             if on_step is not None:
                 on_step(record)
             if config.save_every and step % config.save_every == 0 and step < total:
@@ -740,7 +775,9 @@ def train(
     dev: dict[str, Any] = {"examples": len(dev_set), "docs_per_example": config.eval_docs,
                            "examples_digest": examples_digest(dev_set)}
     if dev_set:
-        dev["trained"] = corpus_perplexity(score_examples(method, dev_set, bf16=config.bf16))
+        final = dev_check(method, dev_set, config)
+        dev["trained"] = final["dev_perplexity"]
+        dev["personalization"] = {k: v for k, v in final.items() if k != "dev_perplexity"}
         if compare_baselines:
             dev.update(_baseline_perplexities(config, method, dev_set))
     training = {
@@ -758,6 +795,7 @@ def train(
         "config": config.to_dict(),
         "dev_perplexity": dev,
         "final_train_loss": history[-1]["loss"] if history else None,
+        "best_dev_check": best_record([*history, {"step": step, **final}]) if dev_set else {},
         **(extra_metadata or {}),
     }
     method.eval()
@@ -765,10 +803,50 @@ def train(
     result.fingerprint = save_method(method, result.checkpoint, training=training)
     result.dev = dev
     summary = {"checkpoint": str(result.checkpoint), "fingerprint": result.fingerprint, **training,
-               "dev_history": [{"step": h["step"], "dev_perplexity": h["dev_perplexity"]}
+               "dev_history": [{"step": h["step"], **{k: h[k] for k in DEV_KEYS if k in h}}
                                for h in history if "dev_perplexity" in h]}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def dev_check(method: Method, dev_set: Sequence[PreparedExample], config: TrainConfig) -> dict[str, float]:
+    """Dev perplexity and, when the user's documents can matter, the personalization gap.
+
+    The gap (nats per token, another user's documents minus the user's own; see
+    :mod:`commer_core.personalization`) is what shows the prompt carries *this* user: a perplexity
+    below no personalization is also reached by one prompt shared by everyone.
+    """
+    from commer_core.swap import swap_documents  # swap builds on this module's methods
+
+    own = score_examples(method, dev_set, bf16=config.bf16)
+    out = {"dev_perplexity": corpus_perplexity(own)}
+    if len({e.user_id for e in dev_set}) >= 2 and any(e.documents for e in dev_set):
+        other = score_examples(method, swap_documents(dev_set, config.seed), bf16=config.bf16)
+        gap = personalization_gap(own, other, seed=config.seed)
+        out.update(dev_gap=gap.gap, dev_gap_low=gap.low, dev_own_better=gap.own_better)
+    return out
+
+
+def _better(record: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Whether a dev check beats the best so far: a larger gap (at a tolerable perplexity), else a lower perplexity."""
+    if not best:
+        return True
+    ppl, best_ppl = record["dev_perplexity"], best["dev_perplexity"]
+    if "dev_gap" in record and "dev_gap" in best and record["dev_gap"] != best["dev_gap"]:
+        return record["dev_gap"] > best["dev_gap"] and ppl <= best_ppl * BEST_PPL_TOLERANCE
+    return ppl < best_ppl
+
+
+def best_record(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The dev check :func:`_better` keeps, replayed over a run's history (so a resumed run agrees)."""
+    best: dict[str, Any] = {}
+    for record in history:
+        if "dev_perplexity" in record and _better(record, best):
+            best = {"step": record["step"], **{k: record[k] for k in DEV_KEYS if k in record}}
+    return best
+
+
+DEV_KEYS = ("dev_perplexity", "dev_gap", "dev_gap_low", "dev_own_better")
 
 
 def _step_token_count(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix]) -> int:

@@ -17,7 +17,9 @@ def test_scores_match_a_plain_forward_of_the_frozen_model(tiny_backbone):
     # reference: the base model with the LoRA off, full logits, one example at a time
     tok = tiny_backbone.tokenizer
     for s, p, x, y in zip(scored, [prefix, None], INPUTS[:2], [" Big news", " very sleepy"]):
-        a = tok(x, add_special_tokens=False)["input_ids"]
+        # the layout written out by hand: chat turn for the input, target closed by eos
+        turn = tok.apply_chat_template([{"role": "user", "content": x}], tokenize=False, add_generation_prompt=True)
+        a = tok(turn, add_special_tokens=False)["input_ids"]
         b = tok(y, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         with torch.no_grad(), gen.frozen_base() as lm:
             emb = lm.get_input_embeddings()(torch.tensor(a + b))
@@ -69,3 +71,26 @@ def test_sampling_is_seeded_and_stop_strings_cut(tiny_backbone):
     stop = full[2:4]
     cut = gen.generate([None], ["Once"], max_new_tokens=10, stop_strings=[stop])[0]
     assert stop not in cut and full.startswith(cut)
+
+
+def test_task_format_separates_input_from_target(tiny_backbone):
+    """Input and target never run together: the input ends with the assistant header (chat) or a newline."""
+    from commer_core.task_format import TaskFormat
+
+    tok = tiny_backbone.tokenizer
+    chat = TaskFormat.for_tokenizer(tok)
+    assert chat.chat and chat.head_ids == []
+    text = tok.decode(chat.input_ids(["my hobby"])[0])
+    assert text.startswith("<|im_start|>") and text.rstrip().endswith("assistant")
+    assert chat.target_ids(["Honestly,"])[0][-1] == tok.eos_token_id
+
+    class Plain:  # a tokenizer without a chat template, with a BOS of its own
+        chat_template = None
+        bos_token_id, eos_token_id = 7, 2
+
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+    plain = TaskFormat.for_tokenizer(Plain())
+    assert not plain.chat and plain.head_ids == [7]
+    assert plain.input_ids(["ab"]) == [[97, 98, 10]]

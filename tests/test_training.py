@@ -112,7 +112,7 @@ def test_optimizer_groups_use_the_papers_learning_rates():
     method = build_method(_config())
     groups = {g["name"]: g for g in make_optimizer(method, _config()).param_groups}
     assert groups["embeddings"]["lr"] == 1e-2 and groups["lora"]["lr"] == 1e-4
-    assert groups["embeddings"]["params"] == [method.compressor.compression_embeddings]
+    assert groups["embeddings"]["params"] == [method.compressor.compression_embeddings, method.compressor.prompt_gain]
     assert len(groups["lora"]["params"]) == 2 * 4 * 2  # A and B, 4 projections, 2 layers
     pt = build_method(_config(method="prompt_tuning"))
     (group,) = make_optimizer(pt, _config(method="prompt_tuning")).param_groups
