@@ -38,10 +38,22 @@ from commer_core.training import (
 Scores = list[tuple[float, int]]
 
 
-def _by_user(examples: Sequence[PreparedExample]) -> dict[str, list[PreparedExample]]:
-    out: dict[str, list[PreparedExample]] = {}
+def donor_indices(examples: Sequence[PreparedExample], seed: int = 0) -> list[int]:
+    """For each example, the index of the example whose documents it receives in the swap.
+
+    Example ``j`` of user ``u`` (in order) gets example ``j mod m`` of user ``derangement(u)``.
+    """
+    positions: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        positions.setdefault(e.user_id, []).append(i)
+    partner = derangement(list(positions), seed)
+    seen: dict[str, int] = {}
+    out = []
     for e in examples:
-        out.setdefault(e.user_id, []).append(e)
+        j = seen.get(e.user_id, 0)
+        seen[e.user_id] = j + 1
+        donors = positions[partner[e.user_id]]
+        out.append(donors[j % len(donors)])
     return out
 
 
@@ -50,16 +62,8 @@ def swap_documents(examples: Sequence[PreparedExample], seed: int = 0) -> list[P
 
     Raises ``ValueError`` with fewer than two users (see :func:`derangement`).
     """
-    users = _by_user(examples)
-    partner = derangement(list(users), seed)
-    seen: dict[str, int] = {}
-    out = []
-    for e in examples:
-        j = seen.get(e.user_id, 0)
-        seen[e.user_id] = j + 1
-        donors = users[partner[e.user_id]]
-        out.append(dataclasses.replace(e, documents=donors[j % len(donors)].documents))
-    return out
+    return [dataclasses.replace(e, documents=examples[d].documents)
+            for e, d in zip(examples, donor_indices(examples, seed))]
 
 
 def reads_documents(method: Method) -> bool:
@@ -67,32 +71,64 @@ def reads_documents(method: Method) -> bool:
     return not isinstance(method, NoPersonalization)
 
 
+@torch.inference_mode()
+def merged_prompts(method: CommerMethod, examples: Sequence[PreparedExample], *, batch_size: int = 8,
+                   bf16: bool = False) -> list[torch.Tensor | None]:
+    """Each example's merged k x d prompt (None without documents), compressed once."""
+    method.eval()
+    out: list[torch.Tensor | None] = []
+    for batch in batches(examples, batch_size):
+        with autocast(method.generator.device, bf16):
+            out.extend(method.prefixes(batch))
+    return out
+
+
+class GivenPrefixes(Method):
+    """Prefixes computed beforehand, looked up by example id (the swap reuses ComMer's compressions)."""
+
+    name = "given_prefixes"
+
+    def __init__(self, inner: Method, prefixes: dict[str, Prefix]) -> None:
+        super().__init__(inner.generator)
+        self.inner = inner
+        self.table = prefixes
+
+    def prefixes(self, batch: Sequence[PreparedExample]) -> list[Prefix]:
+        return [self.table[e.example_id] for e in batch]
+
+    def prompt_tokens(self, example: PreparedExample) -> int:
+        prefix = self.table[example.example_id]
+        return 0 if prefix is None else int(prefix.shape[0])
+
+    def eval(self) -> None:
+        self.inner.eval()
+
+
 class MeanPromptMethod(Method):
     """ComMer with one prompt for everyone: the mean over users of their merged prompts.
 
     Each user's prompt is the mean of the merged prompts of that user's examples (one
     example per user on LaMP), then users are averaged with equal weight. Built once from
-    ``examples``; every example then gets that same k x d prefix.
+    ``examples`` (or their ``prompts`` from :func:`merged_prompts`); every example then
+    gets that same k x d prefix.
     """
 
     name = "commer_mean_prompt"
 
     def __init__(self, inner: CommerMethod, examples: Sequence[PreparedExample], *, batch_size: int = 8,
-                 bf16: bool = False) -> None:
+                 bf16: bool = False, prompts: Sequence[torch.Tensor | None] | None = None) -> None:
         super().__init__(inner.generator)
         self.inner = inner
-        self.prompt = self._population_prompt(examples, batch_size, bf16)
+        if prompts is None:
+            prompts = merged_prompts(inner, examples, batch_size=batch_size, bf16=bf16)
+        self.prompt = self._population_prompt(examples, prompts)
 
-    @torch.inference_mode()
-    def _population_prompt(self, examples: Sequence[PreparedExample], batch_size: int, bf16: bool) -> torch.Tensor:
-        self.inner.eval()
+    @staticmethod
+    def _population_prompt(examples: Sequence[PreparedExample], prompts: Sequence[torch.Tensor | None]) -> torch.Tensor:
         per_user: dict[str, list[torch.Tensor]] = {}
-        for batch in batches(examples, batch_size):
-            with autocast(self.generator.device, bf16):
-                prefixes = self.inner.prefixes(batch)
-            for e, p in zip(batch, prefixes):
-                if p is not None:
-                    per_user.setdefault(e.user_id, []).append(p.float())
+        for e, p in zip(examples, prompts):
+            if p is not None:
+                per_user.setdefault(e.user_id, []).append(p.float())
         if not per_user:
             raise ValueError("no example has documents: there is no prompt to average")
         users = [torch.stack(ps).mean(0) for ps in per_user.values()]
@@ -124,16 +160,29 @@ def personalization_scores(
     method: Method, examples: Sequence[PreparedExample], *, seed: int = 0, batch_size: int = 8, bf16: bool = False,
     own: Scores | None = None,
 ) -> PersonalizationScores:
-    """Score ``examples`` with own documents (or reuse ``own``), swapped documents and (ComMer) the mean prompt."""
+    """Score ``examples`` with own documents (or reuse ``own``), swapped documents and (ComMer) the mean prompt.
+
+    ComMer compresses each example's documents once: the swap hands the donor example's
+    merged prompt to the receiving example instead of recompressing the same documents.
+    """
     own = list(own) if own is not None else score_examples(method, examples, batch_size=batch_size, bf16=bf16)
     if len(own) != len(examples):
         raise ValueError(f"own scores ({len(own)}) do not match the examples ({len(examples)})")
-    other = score_examples(method, swap_documents(examples, seed), batch_size=batch_size, bf16=bf16)
-    mean = None
-    if isinstance(method, CommerMethod):
-        control = MeanPromptMethod(method, examples, batch_size=batch_size, bf16=bf16)
-        mean = score_examples(control, examples, batch_size=batch_size, bf16=bf16)
-    return PersonalizationScores(own, other, mean)
+    donors = donor_indices(examples, seed)
+    ids_unique = len({e.example_id for e in examples}) == len(examples)
+    if not isinstance(method, CommerMethod) or not ids_unique:
+        swapped = [dataclasses.replace(e, documents=examples[d].documents) for e, d in zip(examples, donors)]
+        other = score_examples(method, swapped, batch_size=batch_size, bf16=bf16)
+        mean = None
+        if isinstance(method, CommerMethod):
+            control = MeanPromptMethod(method, examples, batch_size=batch_size, bf16=bf16)
+            mean = score_examples(control, examples, batch_size=batch_size, bf16=bf16)
+        return PersonalizationScores(own, other, mean)
+    prompts = merged_prompts(method, examples, batch_size=batch_size, bf16=bf16)
+    given = GivenPrefixes(method, {e.example_id: prompts[d] for e, d in zip(examples, donors)})
+    other = score_examples(given, examples, batch_size=batch_size, bf16=bf16)
+    control = MeanPromptMethod(method, examples, prompts=prompts)
+    return PersonalizationScores(own, other, score_examples(control, examples, batch_size=batch_size, bf16=bf16))
 
 
 def scores_report(scores: PersonalizationScores, *, seed: int = 0) -> dict[str, Any]:

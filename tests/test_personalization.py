@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from commer_core.compressor import Compressor
@@ -121,3 +123,18 @@ def test_commer_report_has_all_three_scores_and_reuses_own(tiny_backbone):
     assert fresh["gap"]["gap"] == pytest.approx(report["gap"]["gap"], abs=1e-5)
     with pytest.raises(ValueError, match="do not match"):
         personalization_report(commer, examples[:1], own=own)
+
+
+def test_commer_swap_reuses_compressions_and_equals_scoring_the_swapped_documents(tiny_backbone):
+    from commer_core.swap import personalization_scores
+
+    commer = _commer(tiny_backbone)
+    examples = _prepared(n_users=3, per_user=2)
+    fast = personalization_scores(commer, examples, seed=2, batch_size=4)
+    direct = score_examples(commer, swap_documents(examples, seed=2), batch_size=4)
+    assert [a for a, _ in fast.other] == pytest.approx([a for a, _ in direct], rel=1e-4)
+    assert [a for a, _ in fast.other] != pytest.approx([a for a, _ in fast.own], rel=1e-4)
+    duplicated = [dataclasses.replace(e, example_id="same") for e in examples]  # the slow path
+    slow = personalization_scores(commer, duplicated, seed=2, batch_size=4)
+    assert [a for a, _ in slow.other] == pytest.approx([a for a, _ in direct], rel=1e-4)
+    assert [a for a, _ in slow.mean] == pytest.approx([a for a, _ in fast.mean], rel=1e-4)
