@@ -1,0 +1,42 @@
+"""Soft vectors live at the scale the generator reads: the prompt norm and scaled-embedding backbones."""
+
+import torch
+
+from commer_core.backbone import load_backbone, random_backbone
+from commer_core.compressor import Compressor, draw_soft_tokens, token_embedding_rms
+from commer_core.config import CompressorConfig, LoraSettings
+from commer_core.training import PromptTuningMethod, generator_only
+from tests.helpers import DOCS
+
+TINY_GEMMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=1, head_dim=16)
+
+
+def _compressor(backbone, prompt_norm: str) -> Compressor:
+    config = CompressorConfig(base_model=backbone.name, num_embeddings=4, lora=LoraSettings(r=2, dropout=0.0),
+                              max_doc_tokens=16, prompt_norm=prompt_norm)
+    return Compressor(backbone, config)
+
+
+def test_rms_prompt_rows_start_at_the_token_embeddings_norm():
+    plain = _compressor(load_backbone("tiny-random"), "none").compress_texts(DOCS)
+    backbone = load_backbone("tiny-random")  # one compressor per backbone
+    token_norm = float(backbone.model.get_input_embeddings().weight.detach().norm(dim=-1).mean())
+    assert float(plain.norm(dim=-1).mean()) > 2 * token_norm  # final-layer states are far larger than tokens
+    scaled = _compressor(backbone, "rms").compress_texts(DOCS)
+    ratio = float(scaled.norm(dim=-1).mean()) / token_norm
+    assert 0.7 < ratio < 1.3, ratio
+
+
+def test_scaled_embedding_backbones_get_soft_tokens_at_the_scaled_size():
+    """Gemma multiplies token embeddings by sqrt(d) inside its embedding layer; inputs_embeds skip it."""
+    backbone = random_backbone("gemma-2b", device=torch.device("cpu"), dtype=torch.float32, **TINY_GEMMA)
+    layer = backbone.model.get_input_embeddings()
+    fed = layer(torch.arange(0, 512)).norm(dim=-1).mean()
+    raw = layer.weight[:512].norm(dim=-1).mean()
+    assert torch.isclose(fed / raw, torch.tensor(64 ** 0.5), rtol=1e-3)  # the scale is real in this architecture
+    drawn = draw_soft_tokens(backbone.model, 64, seed=0).norm(dim=-1).mean()
+    assert 0.8 < float(drawn / fed) < 1.25
+    assert 0.8 < float(token_embedding_rms(backbone.model).norm() / fed) < 1.25
+    prompt = PromptTuningMethod(generator_only(backbone), num_embeddings=8, budget=0).prompt
+    assert 0.7 < float(prompt.norm(dim=-1).mean() / fed) < 1.4
