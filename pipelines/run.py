@@ -1,0 +1,177 @@
+"""Running the job: check, run each user bucket's pipeline, verify the counts, commit.
+
+A failure at any point abandons the staged version and raises :class:`CompressError` (or
+``CommitError``); ``LATEST`` only moves once every file and the manifest are written.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+from pipelines.commit import StagingArea, abandon, commit, new_staging_area, staged_counts
+from pipelines.graph import build
+from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
+from pipelines.model_handler import quiet_transformers
+from pipelines.options import CompressParams
+from pipelines.plan import CompressError, JobPlan, prepare
+from pipelines.user_buckets import UserBucket
+from schemas import StoreManifest
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class CompressResult:
+    """What a committed run produced."""
+
+    output: str
+    manifest: StoreManifest
+    counts: dict[str, int]
+    pipeline_seconds: float
+    files: list[str] = field(default_factory=list)
+    version: str = ""
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.counts.get("documents", 0) / max(self.pipeline_seconds, 1e-9)
+
+
+def echo_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_job(
+    params: CompressParams,
+    beam_args: Sequence[str] = (),
+    *,
+    test_pipeline: beam.Pipeline | None = None,
+    echo: Echo = echo_stderr,
+) -> CompressResult:
+    """Check, run, verify and commit; raises :class:`CompressError` (or CommitError) on failure."""
+    quiet_transformers()
+    options = test_pipeline.options if test_pipeline is not None else PipelineOptions(list(beam_args))
+    plan = prepare(params, options, test_pipeline)
+    announce(plan, echo)
+    try:
+        pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    except ValueError as exc:  # e.g. an unknown --runner
+        raise CompressError(f"cannot create the pipeline: {exc}") from exc
+    staging = new_staging_area(plan.output)
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    try:
+        bucket_metrics = run_buckets(plan, pipeline, options, staging, started, echo)
+    except CompressError:
+        abandon(staging)
+        raise
+    except Exception as exc:
+        abandon(staging)
+        raise CompressError(f"pipeline failed: {summarize_exception(exc)}") from exc
+    seconds = time.monotonic() - t0
+    try:
+        manifest, files = verify_and_commit(plan, staging, bucket_metrics, started, echo)
+    except Exception:
+        abandon(staging)
+        raise
+    return CompressResult(plan.output, manifest, manifest.counts, seconds, files, staging.version)
+
+
+def announce(plan: JobPlan, echo: Echo) -> None:
+    """One line saying what runs where, so a wrong input or checkpoint shows before the work."""
+    echo(
+        f"commer: input {plan.input_pattern} ({len(plan.input_files)} file(s)); "
+        f"checkpoint {plan.checkpoint_fingerprint[:12]} (k={plan.num_embeddings}, d={plan.hidden_size}, "
+        f"base {plan.base_model}); runner {plan.runner}"
+        + (f"; {plan.user_buckets} user buckets, one pipeline each" if plan.user_buckets > 1 else "")
+    )
+    if not plan.checkpoint_trained:
+        echo("commer: note: this checkpoint is UNTRAINED (a placeholder); its soft prompts are not meaningful yet")
+
+
+def run_buckets(
+    plan: JobPlan,
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    staging: StagingArea,
+    started: datetime,
+    echo: Echo,
+) -> list[tuple[dict[str, int], bool] | None]:
+    """One pipeline per user bucket, one after another, into the same staged version; their metrics."""
+    bucket_metrics = []
+    t0 = time.monotonic()
+    for index in range(plan.user_buckets):
+        bucket = UserBucket(index, plan.user_buckets)
+        if index > 0:
+            pipeline = beam.Pipeline(options=options)
+        build(pipeline, plan, staging.for_part(bucket.tag), started, bucket)
+        result = pipeline.run()
+        state = result.wait_until_finish()
+        if state not in (PipelineState.DONE, None):
+            raise CompressError(f"pipeline of {bucket} ended in state {state}")
+        bucket_metrics.append(metric_counts(result))
+        del pipeline, result  # a finished bucket's runner state must not outlive it
+        if plan.user_buckets > 1:
+            gc.collect()
+            echo(f"commer: {bucket} done ({time.monotonic() - t0:.1f} s)")
+    return bucket_metrics
+
+
+def verify_and_commit(
+    plan: JobPlan,
+    staging: StagingArea,
+    bucket_metrics: list[tuple[dict[str, int], bool] | None],
+    started: datetime,
+    echo: Echo,
+) -> tuple[StoreManifest, list[str]]:
+    """Counts from the staged files and the metrics, checked; then the manifest, then LATEST."""
+    finished = datetime.now(timezone.utc)
+    counts = staged_counts(staging)
+    metrics, committed = summed_metric_counts(bucket_metrics)
+    counts.update({name: value for name, value in metrics.items() if name not in counts})
+    check_counts(counts, committed, echo)
+    if counts["users"] == 0:
+        echo("commer: warning: no valid document: the store has no user (see the dead letters)")
+    manifest = StoreManifest(
+        checkpoint_fingerprint=plan.checkpoint_fingerprint,
+        base_model=plan.base_model,
+        base_model_sha256=plan.base_model_sha256,
+        num_embeddings=plan.num_embeddings,
+        hidden_size=plan.hidden_size,
+        counts=counts,
+        input_pattern=plan.input_pattern,
+        runner=plan.runner,
+        started_at=started,
+        finished_at=finished,
+        package_version=package_version(),
+        previous_store=plan.previous.label if plan.previous else None,
+    )
+    return manifest, commit(staging, manifest, plan.params.keep_versions)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("commer-pipeline")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def summarize_exception(exc: BaseException) -> str:
+    """One line for a user: the innermost ``SomeError: message`` line of a (worker) failure."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head and ":" in line:
+            return line[:500]
+    return f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"
