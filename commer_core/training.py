@@ -103,6 +103,11 @@ class TrainConfig:
     min_docs_per_example: int | None = None
     dev_docs: int | None = None  # documents per dev example (default: docs_per_example)
     prompt_norm: str = "rms"  # how compression rows are scaled for the generator (CompressorConfig.prompt_norm)
+    # Swap hinge (0: off): adds weight * mean(relu(margin - (other - own))) in nats per token, where
+    # "other" scores each example's target under the prompt of another user of the batch. The plain
+    # objective is met as well by one prompt for everyone; this term pays only for what is the user's own.
+    swap_weight: float = 0.0
+    swap_margin: float = 1.0
     selection: str = "bm25"
     raw_doc_budget: int = 512  # prompt tuning / raw docs: token budget of the raw documents
     max_input_tokens: int = 256
@@ -148,7 +153,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "num_embeddings", "max_input_tokens", "max_target_tokens"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every"):
+        for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every", "swap_weight",
+                     "swap_margin"):
             if getattr(self, name) < 0:
                 raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -727,8 +733,11 @@ def train(
                     nll, counts = method.generator.target_nll(
                         prefixes, [e.input for e in batch], [e.target for e in batch]
                     )
-                n_tok = int(counts.sum())
-                loss = nll.float().sum() / max(n_tok, 1)
+                    n_tok = int(counts.sum())
+                    loss = nll.float().sum() / max(n_tok, 1)
+                    if config.swap_weight > 0:
+                        loss = loss + config.swap_weight * swap_hinge(method, batch, prefixes, nll, counts,
+                                                                      config.swap_margin)
                 (loss / config.grad_accum).backward()
                 loss_sum += float(nll.detach().float().sum())
                 token_sum += n_tok
@@ -807,6 +816,34 @@ def train(
                                for h in history if "dev_perplexity" in h]}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def swap_partners(batch: Sequence[PreparedExample]) -> list[int] | None:
+    """For each example, the next example of the batch (cyclically) that belongs to another user; None if one user."""
+    n = len(batch)
+    partners = []
+    for i, e in enumerate(batch):
+        j = next((j % n for j in range(i + 1, i + n) if batch[j % n].user_id != e.user_id), None)
+        if j is None:
+            return None
+        partners.append(j)
+    return partners
+
+
+def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix], nll: torch.Tensor,
+               counts: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean(relu(margin - (other - own))) in nats per token, "other" being another batch user's prompt.
+
+    Reuses the batch's prompts (no extra compression): one more generator pass.
+    """
+    partners = swap_partners(batch)
+    if partners is None:
+        return nll.new_zeros(())
+    other, _ = method.generator.target_nll([prefixes[j] for j in partners], [e.input for e in batch],
+                                           [e.target for e in batch])
+    per_token = counts.clamp_min(1).float()
+    gap = (other.float() - nll.float()) / per_token
+    return torch.relu(margin - gap).mean()
 
 
 def dev_check(method: Method, dev_set: Sequence[PreparedExample], config: TrainConfig) -> dict[str, float]:

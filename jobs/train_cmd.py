@@ -47,6 +47,10 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--prompt-norm", type=click.Choice(["rms", "none"]), default="rms", show_default=True,
               help="ComMer: RMS-normalise compression rows times a learned gain (starts at the token "
                    "embeddings' scale), or feed final-layer states as they are.")
+@click.option("--swap-weight", default=0.0, show_default=True,
+              help="Weight of the swap hinge: pays when another user's prompt scores this user's target "
+                   "within --swap-margin nats/token of the user's own (0: off).")
+@click.option("--swap-margin", default=1.0, show_default=True, help="Margin of the swap hinge, nats per token.")
 @click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,
@@ -120,6 +124,7 @@ def train(**opts: object) -> None:
             merge=str(opts["merge"]), max_doc_tokens=int(opts["max_doc_tokens"]),
             docs_per_example=int(opts["docs_per_example"]), dev_docs=opts["dev_docs"],
             min_docs_per_example=opts["min_docs"], prompt_norm=str(opts["prompt_norm"]),
+            swap_weight=float(opts["swap_weight"]), swap_margin=float(opts["swap_margin"]),
             selection="first" if objective == "autoencode" else str(opts["selection"]),
             raw_doc_budget=int(opts["raw_budget"]), max_input_tokens=int(opts["max_input_tokens"]),
             max_target_tokens=int(opts["max_target_tokens"]), steps=opts["steps"], epochs=opts["epochs"],

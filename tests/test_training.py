@@ -222,3 +222,29 @@ def test_baselines_score_with_the_frozen_base(tiny_backbone):
                 p.fill_(1.0)  # a LoRA that would change every output if it were on
     after, _ = gen.target_nll([None], ["hello"], ["world"])
     assert torch.equal(before, after)
+
+
+def test_sampled_document_counts_stay_in_range_and_repeat_on_resume():
+    from commer_core.training import sample_documents
+
+    batch = [PreparedExample(f"e{i}", f"u{i}", "x", "y", tuple(f"d{j}" for j in range(8))) for i in range(40)]
+    drawn = sample_documents(batch, 2, seed=0, step=3)
+    assert drawn == sample_documents(batch, 2, seed=0, step=3)  # a pure function of (seed, step, example)
+    sizes = {len(e.documents) for e in drawn}
+    assert min(sizes) >= 2 and max(sizes) <= 8 and len(sizes) > 3
+    assert all(list(e.documents) == sorted(e.documents) for e in drawn)  # the selection's order is kept
+    assert sample_documents(batch, None, seed=0, step=3) == batch
+
+
+def test_swap_partners_pick_another_user_and_the_hinge_trains(tmp_path):
+    from commer_core.training import swap_partners
+
+    batch = [PreparedExample(f"e{i}", u, "x", "y", ()) for i, u in enumerate(["a", "a", "b", "c"])]
+    partners = swap_partners(batch)
+    assert [batch[j].user_id != e.user_id for e, j in zip(batch, partners)] == [True] * 4
+    assert swap_partners(batch[:2]) is None
+    result = train(_config(steps=2, swap_weight=1.0, min_docs_per_example=1), _examples(6), _examples(3, "d"),
+                   tmp_path / "run", progress=False)
+    assert result.completed and result.history[-1]["loss"] > 0
+    with pytest.raises(TrainingError, match="swap_weight"):
+        _config(swap_weight=-1.0)
