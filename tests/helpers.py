@@ -56,6 +56,15 @@ def job_args(corpus: str, output, checkpoint, *extra: str) -> list[str]:
     ]
 
 
+def run_job(corpus: str, output, checkpoint, *extra: str):
+    """The compress job, in process on a Beam TestPipeline, with :func:`job_args`; its CompressResult."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from pipelines.compress import run
+
+    return run(job_args(corpus, output, checkpoint, *extra), test_pipeline=TestPipeline())
+
+
 def write_corrupt_parquet(path) -> None:
     """A Parquet file whose footer (schema) is valid but whose data pages are garbage."""
     rows = [{"user_id": f"u{i}", "doc_id": "d", "text": f"some text {i}" * 5} for i in range(50)]

@@ -17,14 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
 from commer_core.store import open_store
 from jobs.cli import cli
 from pipelines.validate import DEAD_LETTER_TAG, CheckRows, CorpusDoc, ResolveDuplicates
-from tests.helpers import job_args, write_corpus, write_corrupt_parquet
+from tests.helpers import run_job, write_corpus, write_corrupt_parquet
 
 GOOD = [{"user_id": "ann", "doc_id": "1", "text": "A perfectly ordinary document."},
         {"user_id": "ben", "doc_id": "1", "text": "Another ordinary document."}]
@@ -41,12 +40,6 @@ def assert_refused(result, output, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     assert not os.path.exists(output)  # refused before the run created anything
-
-
-def run_job(corpus, output, checkpoint, *extra):
-    from pipelines.compress import run
-
-    return run(job_args(corpus, output, checkpoint, *extra), test_pipeline=BeamTestPipeline())
 
 
 def string_array_with_raw_bytes(values: list[bytes]) -> pa.Array:

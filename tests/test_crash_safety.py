@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from commer_core.store import LATEST_NAME, open_store
 from pipelines.faults import MARKER_ENV, PAUSE_ENV, PAUSE_POINTS
-from tests.helpers import job_args, write_corpus
+from tests.helpers import job_args, run_job, write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"user_id": f"user-{i % 5}", "doc_id": f"d{i}", "text": f"Document number {i} about topic {i % 3}."}
@@ -41,11 +40,9 @@ def snapshot(store_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory, tiny_checkpoint):
-    from pipelines.compress import run
-
     root = tmp_path_factory.mktemp("crash")
     corpus = write_corpus(root / "corpus", ROWS)
-    result = run(job_args(corpus, root / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    result = run_job(corpus, root / "store", tiny_checkpoint)
     return root, corpus, result
 
 
@@ -74,8 +71,6 @@ def kill_at(point: str, args: list[str], marker: Path, timeout: float = 240.0) -
 @pytest.mark.slow
 @pytest.mark.parametrize("point", PAUSE_POINTS)
 def test_sigkill_leaves_the_previous_store_and_the_next_run_succeeds(committed, tiny_checkpoint, tmp_path, point):
-    from pipelines.compress import run
-
     root, corpus, first = committed
     store = tmp_path / "store"
     shutil.copytree(first.output, store)
@@ -94,7 +89,7 @@ def test_sigkill_leaves_the_previous_store_and_the_next_run_succeeds(committed, 
     rows = reopened.get(reopened.users())
     assert all(np.array_equal(rows[u][0], expected_rows[u][0]) for u in expected_rows)
 
-    again = run(job_args(changed, store, tiny_checkpoint, "--overwrite"), test_pipeline=BeamTestPipeline())
+    again = run_job(changed, store, tiny_checkpoint, "--overwrite")
     assert (store / LATEST_NAME).read_text().strip() == again.version
     # the killed run's version directory is gone; the new and the previous version remain
     assert sorted(p.name for p in store.iterdir()) == sorted([LATEST_NAME, first.version, again.version])

@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
 from commer_core.store import open_store
 from schemas import text_sha256
-from tests.helpers import job_args, write_corpus
+from tests.helpers import run_job, write_corpus
 
 NIGHT_1 = {
     "alice": ["I baked bread this morning.", "Sourdough needs a lively starter."],
@@ -35,12 +34,6 @@ def night_2_rows() -> list[dict]:
     rows = [dict(r, text="The striker scored three times.") if r["doc_id"] == "carol-0" else r for r in rows]
     return rows + [{"user_id": "alice", "doc_id": "alice-9", "text": "A rye loaf this time."},
                    {"user_id": "erin", "doc_id": "erin-0", "text": "First post from erin."}]
-
-
-def run_job(corpus, output, checkpoint, *extra):
-    from pipelines.compress import run
-
-    return run(job_args(corpus, output, checkpoint, *extra), test_pipeline=BeamTestPipeline())
 
 
 def embeddings(output) -> dict[str, tuple[np.ndarray, int]]:

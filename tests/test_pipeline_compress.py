@@ -21,7 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from commer_core.merge import MeanPool
 from commer_core.store import LATEST_NAME, MANIFEST_NAME, open_store
-from tests.helpers import MAX_DOC_TOKENS, job_args, write_corpus, write_corrupt_parquet
+from tests.helpers import MAX_DOC_TOKENS, job_args, run_job, write_corpus, write_corrupt_parquet
 
 LONG = "The committee met again on Tuesday to discuss the harbour project, the budget and the timetable in detail."
 TEXTS = {
@@ -75,11 +75,9 @@ def expected_means(core_reference):
 
 @pytest.fixture(scope="module")
 def in_process_run(tmp_path_factory, tiny_checkpoint):
-    from pipelines.compress import run
-
     root = tmp_path_factory.mktemp("job")
     corpus = write_corpus(root / "corpus", corpus_rows())
-    result = run(job_args(corpus, root / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    result = run_job(corpus, root / "store", tiny_checkpoint)
     return corpus, result
 
 
@@ -172,19 +170,19 @@ def test_graph_is_labelled_and_per_user_means_assert_that(tmp_path, tiny_checkpo
 
 
 def test_a_failed_rerun_leaves_the_committed_store_untouched(tmp_path, tiny_checkpoint):
-    from pipelines.compress import CompressError, run
+    from pipelines.compress import CompressError
 
     corpus = write_corpus(tmp_path / "corpus", corpus_rows()[:3], n_files=1)
-    first = run(job_args(corpus, tmp_path / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+    first = run_job(corpus, tmp_path / "store", tiny_checkpoint)
     before = sorted(os.listdir(first.output))
     latest = (tmp_path / "store" / LATEST_NAME).read_text()
     manifest = (tmp_path / "store" / first.version / MANIFEST_NAME).read_text()
     with pytest.raises(CompressError, match="already holds a committed store.*--overwrite"):
-        run(job_args(corpus, tmp_path / "store", tiny_checkpoint), test_pipeline=BeamTestPipeline())
+        run_job(corpus, tmp_path / "store", tiny_checkpoint)
     # A second file with a valid footer passes the launch checks, then fails the job when read.
     write_corrupt_parquet(tmp_path / "corpus" / "zz-broken.parquet")
     with pytest.raises(CompressError, match=r"pipeline failed: .*zz-broken.parquet, row group 0"):
-        run(job_args(corpus, tmp_path / "store", tiny_checkpoint, "--overwrite"), test_pipeline=BeamTestPipeline())
+        run_job(corpus, tmp_path / "store", tiny_checkpoint, "--overwrite")
     assert sorted(os.listdir(first.output)) == before
     assert (tmp_path / "store" / LATEST_NAME).read_text() == latest
     assert (tmp_path / "store" / first.version / MANIFEST_NAME).read_text() == manifest

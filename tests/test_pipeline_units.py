@@ -160,7 +160,7 @@ def test_model_handler_matches_commer_core(tiny_checkpoint):
     )
     model = handler.load_model()
     assert isinstance(model, LoadedCompressor)
-    assert weakref.ref(model)() is model  # RunInference's Shared cache holds it weakly
+    weakref.ref(model)  # TypeError unless weak-referenceable: RunInference's Shared cache holds it weakly
     assert model.shape() == (4, 64)
     batch = [(("u1", "d1"), [5, 6, 7]), (("u1", "d2"), list(range(10, 30))), (("u2", "d1"), [9])]
     out = handler.run_inference(batch, model)
