@@ -134,17 +134,22 @@ def _read_outputs(task: LampTask, path: Path) -> dict[str, str]:
 
 
 def load_lamp(task: str, source_dir: str | Path, split: str) -> list[Example]:
-    """Examples of one official split; each question's id is both example and user id.
+    """Examples of one official split; a question's id is its example id and, normally, its user id.
 
-    Targets are None when the split has no outputs file, which only the test split may lack.
+    Official LaMP gives each question a profile of its own (one question per user). Questions
+    that carry the very same profile (same item ids, in order) are one user's and share the
+    first such question's id as user id, so a personalization swap never pairs a user with
+    themself. Targets are None when the split has no outputs file, which only the test split may lack.
     """
     task = normalize_task(task)
     questions_path, outputs_path = lamp_files(source_dir, split)
     questions = _read_questions(task, questions_path)
+    owner: dict[tuple[str, ...], str] = {}
+    users = [owner.setdefault(tuple(d.doc_id for d in docs), qid) if docs else qid for qid, _, docs in questions]
     if outputs_path is None:
         if split != "test":
             raise FileNotFoundError(f"{questions_path.parent / f'{split}_outputs.json'} is missing")
-        return [Example(qid, qid, text, None, docs) for qid, text, docs in questions]
+        return [Example(qid, user, text, None, docs) for (qid, text, docs), user in zip(questions, users)]
     outputs = _read_outputs(task, outputs_path)
     for index, (qid, _, _) in enumerate(questions):
         if qid not in outputs:
@@ -152,4 +157,4 @@ def load_lamp(task: str, source_dir: str | Path, split: str) -> list[Example]:
     extra = sorted(set(outputs) - {qid for qid, _, _ in questions})
     if extra:
         raise DataFormatError(f"{outputs_path}: golds with ids {extra[:5]} have no question in {questions_path}")
-    return [Example(qid, qid, text, outputs[qid], docs) for qid, text, docs in questions]
+    return [Example(qid, user, text, outputs[qid], docs) for (qid, text, docs), user in zip(questions, users)]
