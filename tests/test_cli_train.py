@@ -98,9 +98,9 @@ def test_train_autoencode_then_init_task_training(tmp_path):
 def test_real_model_perltqa_smoke(shared_data, tmp_path):
     """Smoke scale on the real PerLTQA excerpt with SmolLM2-135M (about two minutes on 2 cores).
 
-    Ten steps take the compressor from an untrained prompt that wrecks the frozen model
-    (dev perplexity in the thousands) to a usable one; beating no personalization takes
-    the longer run recorded in docs/RESULTS.md (100 steps: 9.8 vs 12.8).
+    Ten steps take the compressor from an untrained prompt that hurts the frozen model to a
+    usable one: with the RMS prompt norm the untrained prompt sits at the token embeddings'
+    scale (dev perplexity about 90 instead of thousands) and ten steps reach about 11.
     """
     prep = tmp_path / "prep"
     _invoke("prepare", "perltqa", "--source", str(shared_data / "perltqa"), "--output", str(prep),
@@ -110,7 +110,7 @@ def test_real_model_perltqa_smoke(shared_data, tmp_path):
                   "--docs-per-example", "1", "--max-doc-tokens", "64", "--max-input-tokens", "64",
                   "--max-target-tokens", "32", "--max-dev-examples", "8", "--no-progress")
     dev = json.loads(out[out.index("{"):])["dev_perplexity"]
-    assert dev["trained"] < dev["untrained"] / 10, dev
+    assert dev["trained"] < dev["untrained"] / 4, dev
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3]), log
 
