@@ -24,6 +24,8 @@ from commer_core.config import CompressorConfig
 # A token spans well under this many characters; cutting longer texts before
 # tokenizing bounds the cost of a pathological (say 5 MB) document.
 _MAX_CHARS_PER_TOKEN = 64
+# Running centre of compression rows (prompt_norm "center"): about the last 100 training batches.
+CENTER_MOMENTUM = 0.99
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,20 @@ class Compressor(nn.Module):
             ),
         )
         self.compression_embeddings = nn.Parameter(draw_soft_tokens(backbone.model, config.num_embeddings, seed))
-        # The output scale (config.prompt_norm == "rms"): final-layer states have a norm of about 48 on
-        # SmolLM2 where the token embeddings the frozen generator reads have about 3.2. Each
-        # compression row is RMS-normalised and multiplied by this learned per-dimension gain,
+        # The output scale (config.prompt_norm "rms" or "center"): final-layer states have a norm of
+        # about 48 on SmolLM2 where the token embeddings the frozen generator reads have about 3.2.
+        # Each compression row is RMS-normalised and multiplied by this learned per-dimension gain,
         # initialised to the token embeddings' own per-dimension RMS, so the prompt starts at the
         # scale the generator expects. Part of the checkpoint: the job and serving see the same rows.
-        self.prompt_gain = (nn.Parameter(token_embedding_rms(backbone.model))
-                            if self.config.prompt_norm == "rms" else None)
+        norm = self.config.prompt_norm
+        self.prompt_gain = nn.Parameter(token_embedding_rms(backbone.model)) if norm != "none" else None
+        # "center" first subtracts a running mean of the rows (per slot; ~97% of the raw rows' energy is
+        # a direction every user shares, which normalising alone keeps) and adds a learned bias after
+        # the gain: what every user shares is then the bias's to carry, the rest is the user's own.
+        k = config.num_embeddings
+        self.prompt_bias = nn.Parameter(torch.zeros(k, d)) if norm == "center" else None
+        self.prompt_center: torch.Tensor | None
+        self.register_buffer("prompt_center", torch.zeros(k, d) if norm == "center" else None)
         self.to(backbone.device)
         self.eval()
 
@@ -73,13 +82,14 @@ class Compressor(nn.Module):
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
         """The two groups the method trains (they take different learning rates); the gain goes with the embeddings."""
         lora = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
-        gain = [] if self.prompt_gain is None else [self.prompt_gain]
-        return {"embeddings": [self.compression_embeddings, *gain], "lora": lora}
+        scale = [p for p in (self.prompt_gain, self.prompt_bias) if p is not None]
+        return {"embeddings": [self.compression_embeddings, *scale], "lora": lora}
 
-    def soft_tensors(self) -> dict[str, nn.Parameter]:
-        """The compressor's own tensors besides the LoRA, by the names the checkpoint stores them under."""
-        gain = {} if self.prompt_gain is None else {"prompt_gain": self.prompt_gain}
-        return {"compression_embeddings": self.compression_embeddings, **gain}
+    def soft_tensors(self) -> dict[str, torch.Tensor]:
+        """The compressor's own tensors besides the LoRA, by the names the checkpoint (and resume state) store."""
+        named = {"compression_embeddings": self.compression_embeddings, "prompt_gain": self.prompt_gain,
+                 "prompt_bias": self.prompt_bias, "prompt_center": self.prompt_center}
+        return {name: t for name, t in named.items() if t is not None}
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
@@ -154,11 +164,30 @@ class Compressor(nn.Module):
         return self.scale_prompt(hidden[rows, slots])
 
     def scale_prompt(self, rows: torch.Tensor) -> torch.Tensor:
-        """Compression rows at the generator's input scale (``prompt_norm``); unchanged when it is ``none``."""
+        """Compression rows (n, k, d) at the generator's input scale (``prompt_norm``); unchanged for ``none``.
+
+        In training mode ``center`` first folds the batch's mean row per slot into the running
+        centre (momentum :data:`CENTER_MOMENTUM`); in eval mode (the job, serving) it is fixed.
+        """
         if self.prompt_gain is None:
             return rows
-        rms = rows.float().pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
-        return (rows.float() * rms * self.prompt_gain.float()).to(rows.dtype)
+        x = rows.float()
+        if self.prompt_center is not None:
+            if self.training:
+                self._update_center(x.detach())
+            x = x - self.prompt_center.float()
+        x = x * x.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt() * self.prompt_gain.float()
+        if self.prompt_bias is not None:
+            x = x + self.prompt_bias.float()
+        return x.to(rows.dtype)
+
+    @torch.no_grad()
+    def _update_center(self, rows: torch.Tensor) -> None:
+        batch_mean = rows.reshape(-1, *rows.shape[-2:]).mean(0)
+        if not bool(self.prompt_center.any()):  # first batch: start from its mean rather than from zero
+            self.prompt_center.copy_(batch_mean)
+        else:
+            self.prompt_center.mul_(CENTER_MOMENTUM).add_(batch_mean, alpha=1 - CENTER_MOMENTUM)
 
     @torch.inference_mode()
     def compress_texts(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> torch.Tensor:

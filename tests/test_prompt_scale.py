@@ -40,3 +40,35 @@ def test_scaled_embedding_backbones_get_soft_tokens_at_the_scaled_size():
     assert 0.8 < float(token_embedding_rms(backbone.model).norm() / fed) < 1.25
     prompt = PromptTuningMethod(generator_only(backbone), num_embeddings=8, budget=0).prompt
     assert 0.7 < float(prompt.norm(dim=-1).mean() / fed) < 1.4
+
+
+def test_centered_prompt_tracks_a_running_mean_in_training_and_freezes_it_for_serving():
+    compressor = _compressor(load_backbone("tiny-random"), "center")
+    ids = [d.ids for d in compressor.tokenize(DOCS)]
+    assert not compressor.prompt_center.any()
+    compressor.train()
+    with torch.no_grad():
+        first = compressor(ids)
+    raw_mean = compressor.prompt_center.clone()
+    assert raw_mean.any()  # the first batch's mean row per slot
+    # centred rows: the batch's shared part is gone, each row is back at the embedding scale
+    assert float(first.mean(0).norm(dim=-1).max()) < 0.5 * float(first.norm(dim=-1).mean())
+    compressor.eval()
+    with torch.no_grad():
+        a, b = compressor(ids), compressor(ids)
+    assert torch.equal(a, b) and torch.equal(compressor.prompt_center, raw_mean)  # fixed outside training
+    assert set(compressor.soft_tensors()) == {"compression_embeddings", "prompt_gain", "prompt_bias", "prompt_center"}
+
+
+def test_a_centered_checkpoint_reloads_to_the_same_compressions(tmp_path):
+    from commer_core.checkpoint import load_checkpoint, save_checkpoint
+
+    compressor = _compressor(load_backbone("tiny-random"), "center")
+    compressor.train()
+    with torch.no_grad():
+        compressor.prompt_bias.normal_(0, 0.1)
+        compressor([d.ids for d in compressor.tokenize(DOCS)])  # sets the running centre
+    compressor.eval()
+    save_checkpoint(compressor, tmp_path / "ckpt", trained=False)
+    again = load_checkpoint(tmp_path / "ckpt", load_backbone("tiny-random"))
+    assert torch.allclose(again.compress_texts(DOCS), compressor.compress_texts(DOCS), atol=1e-5)
