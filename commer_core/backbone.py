@@ -126,7 +126,7 @@ def load_backbone(
     if name_or_path.startswith(RANDOM_PREFIX):
         return random_backbone(name_or_path[len(RANDOM_PREFIX):], device=device, dtype=dtype)
     folder = resolve_model_folder(name_or_path)
-    tokenizer = load_tokenizer(str(folder))
+    tokenizer = load_base_tokenizer(str(folder))
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=dtype, use_safetensors=True, trust_remote_code=False
@@ -171,7 +171,7 @@ def random_backbone(
 ) -> Backbone:
     """A real architecture with random weights, built straight on ``device`` (a 2B model on a GPU in seconds)."""
     config = random_config(architecture, **overrides)
-    tokenizer = load_tokenizer(RANDOM_PREFIX + architecture)
+    tokenizer = load_base_tokenizer(RANDOM_PREFIX + architecture)
     _ensure_pad_token(tokenizer, config.eos_token_id)
     torch.manual_seed(seed)
     with torch.device(device):
@@ -180,14 +180,20 @@ def random_backbone(
     return Backbone(model, tokenizer, RANDOM_PREFIX + architecture, f"random-seed-{seed}")
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """A base model's tokenizer, the same for every caller (job workers tokenize apart from the model).
+def load_base_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """A base model's tokenizer, loaded from its folder, the same for every caller (job workers
+    tokenize apart from the model; ``pipelines.model_handler`` caches it per process).
 
     A ``random:`` architecture has no files of its own and uses SmolLM2's tokenizer,
     whose ids fit every random architecture's vocabulary.
     """
     folder = resolve_model_folder("smollm2-135m" if name_or_path.startswith(RANDOM_PREFIX) else name_or_path)
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+#: Old name, kept while callers outside this module move to :func:`load_base_tokenizer`
+#: (jobs/evaluate_cmd.py, jobs/personalization_cmd.py, pipelines/model_handler.py, tests); remove then.
+load_tokenizer = load_base_tokenizer
 
 
 def resolve_model_folder(name_or_path: str) -> Path:
@@ -294,7 +300,7 @@ def _build_tiny_random(out: Path) -> None:
     """A 2-layer random Llama with SmolLM2's tokenizer: real plumbing, fast tests."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_tokenizer("smollm2-135m")
+    tokenizer = load_base_tokenizer("smollm2-135m")
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

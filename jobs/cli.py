@@ -18,13 +18,13 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "compress": ("jobs.compress_cmd", "compress", "Nightly Beam job: Parquet user corpora -> Parquet embedding store."),
     "inspect": ("jobs.inspect_cmd", "inspect", "Print a store's manifest and a few rows."),
-    "prepare": ("jobs.prepare_cmd", "prepare", "Convert official LaMP / PerLTQA files to examples + corpora."),
+    "prepare": ("jobs.prepare_cmd", "prepare_command", "Convert official LaMP / PerLTQA files to examples + corpora."),
     "train": ("jobs.train_cmd", "train", "Train a compressor (or a baseline) and write a checkpoint."),
     "evaluate": ("jobs.evaluate_cmd", "evaluate", "Perplexity / ROUGE of checkpoints and baselines, with plots."),
     "generate": ("jobs.generate_cmd", "generate", "Generate personalized text from a store + checkpoint."),
     "personalization-check": ("jobs.personalization_cmd", "personalization_check",
                               "Own vs another user's stored prompt through compress -> store -> serving."),
-    "bench": ("jobs.bench_cmd", "bench", "Measure compress throughput against baselines and the machine's peak."),
+    "bench": ("jobs.bench.command", "bench", "Measure compress throughput against baselines and the machine's peak."),
 }
 
 

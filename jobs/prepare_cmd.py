@@ -21,10 +21,11 @@ from jobs.errors import cli_errors
 @click.option("--dev-fraction", default=0.1, show_default=True, help="PerLTQA: share of train examples moved to dev.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the PerLTQA character and dev split.")
 @cli_errors
-def prepare(task: str, source: str, output: str, n_test_characters: int, dev_fraction: float, seed: int) -> None:
+def prepare_command(task: str, source: str, output: str, n_test_characters: int, dev_fraction: float,
+                    seed: int) -> None:
     """Convert the official files of TASK into training examples and user corpora."""
-    from commer_core.data import prepare as run_prepare
+    from commer_core.data import prepare_task_data
 
-    counts = run_prepare(task.lower(), source, output, n_test_characters=n_test_characters, seed=seed,
-                         dev_fraction=dev_fraction)
+    counts = prepare_task_data(task.lower(), source, output, n_test_characters=n_test_characters, seed=seed,
+                               dev_fraction=dev_fraction)
     click.echo(json.dumps(counts, indent=2, sort_keys=True))

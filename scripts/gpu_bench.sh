@@ -13,7 +13,9 @@
 #
 # Needs torch with CUDA, transformers, peft, pyarrow, click, matplotlib and
 # $COMMER_HOME/models/smollm2-135m holding at least SmolLM2's config.json and tokenizer
-# files (the weights are not read). Each step's JSON, log and the updated docs land in $OUT.
+# files (the weights are not read). Run it from the checkout's root: each bench step rewrites
+# its section of docs/PERFORMANCE.md (--docs-dir docs). Each step's JSON, log and the updated
+# docs land in $OUT.
 set -uo pipefail
 status=0
 OUT=${OUT:-/tmp/commer-gpu-bench}
@@ -28,7 +30,7 @@ bench() {  # $1 model, $2 documents per mix, $3 json name, then extra bench opti
   local model=$1 docs=$2 json=$3
   shift 3
   $PY -m jobs.cli bench --device cuda --dtype bfloat16 --base-model "$model" --docs "$docs" \
-    --no-generation "$@" --json "$OUT/$json" --write-docs 2>&1 | tee "$OUT/${json%.json}.log" || status=1
+    --no-generation "$@" --json "$OUT/$json" --write-docs --docs-dir docs 2>&1 | tee "$OUT/${json%.json}.log" || status=1
 }
 if step check; then
   $PY scripts/gpu_check.py 2>&1 | tee -a "$OUT/gpu.txt" || status=1

@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from commer_core import perf
 from commer_core.backbone import load_backbone
 from commer_core.compressor import Compressor
 from commer_core.config import CompressorConfig
+from jobs.bench import perf
 
 BOUNDS = {"cuda fp32 vs cpu fp32": 1e-3, "cuda bf16 vs cpu fp32": 5e-2, "cuda bf16 alone vs batched": 5e-2}
 

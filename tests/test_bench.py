@@ -41,7 +41,7 @@ def test_bench_reports_ratios_against_naive_and_peak(tiny_checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_scaling_runs_each_size_in_its_own_process(tiny_checkpoint):
-    from jobs.bench_scaling import run_sizes
+    from jobs.bench.scaling import run_sizes
 
     out = run_sizes(str(tiny_checkpoint), [200], [1, 50], 100, 512, say=lambda _m: None)
     runs = out["runs"]
@@ -69,16 +69,14 @@ def test_bench_sweeps_token_budgets_on_an_untrained_base_model(tmp_path):
     assert "Token budget per forward pass" in result.output and "**best**" in result.output
 
 
-def test_render_puts_a_gpu_report_in_its_own_section(tmp_path, monkeypatch):
-    from jobs import bench_report
+def test_render_puts_a_gpu_report_in_its_own_section(tmp_path):
     from tests.conftest import REPO_ROOT
 
-    monkeypatch.setattr(bench_report, "DOCS_DIR", tmp_path)
     cpu_section = "<!-- bench:begin -->\nCPU figures\n<!-- bench:end -->"
     (tmp_path / "PERFORMANCE.md").write_text(f"# Performance\n\n{cpu_section}\n\nprose\n")
     report = REPO_ROOT / "docs" / "bench-cuda-gemma-2b.json"
     for _ in range(2):  # a second render replaces the section instead of adding one
-        result = CliRunner().invoke(cli, ["bench", "--render", str(report), "--write-docs"])
+        result = CliRunner().invoke(cli, ["bench", "--render", str(report), "--write-docs", "--docs-dir", str(tmp_path)])
         assert result.exit_code == 0, result.output
     doc = (tmp_path / "PERFORMANCE.md").read_text()
     assert cpu_section in doc and "prose" in doc
@@ -92,7 +90,8 @@ def test_render_puts_a_gpu_report_in_its_own_section(tmp_path, monkeypatch):
     cpu = json.loads((REPO_ROOT / "docs" / "bench.json").read_text())
     with_pipeline = tmp_path / "with-pipeline.json"
     with_pipeline.write_text(json.dumps({**r, "pipeline": {**cpu["pipeline"], "mix": "article"}}))
-    result = CliRunner().invoke(cli, ["bench", "--render", str(with_pipeline), "--write-docs"])
+    result = CliRunner().invoke(cli, ["bench", "--render", str(with_pipeline), "--write-docs",
+                                      "--docs-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     doc = (tmp_path / "PERFORMANCE.md").read_text()
     assert doc.count("<!-- bench-cuda-random-gemma-2b:begin -->") == 1

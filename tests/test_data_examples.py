@@ -1,4 +1,4 @@
-"""Examples/corpus Parquet files and ``prepare`` end to end on fixtures."""
+"""Examples/corpus Parquet files and ``prepare_task_data`` end to end on fixtures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from tests.lamp_fixtures import write_lamp
 
-from commer_core.data import Document, Example, prepare, read_examples_parquet, write_corpus_parquet, write_examples_parquet
+from commer_core.data import Document, Example, prepare_task_data, read_examples_parquet, write_corpus_parquet, write_examples_parquet
 from schemas import CORPUS_SCHEMA, validate_corpus_schema
 
 EXAMPLES = [
@@ -53,7 +53,7 @@ def test_corpus_dedups_and_skips_invalid(tmp_path: Path) -> None:
 
 def test_prepare_lamp(tmp_path: Path) -> None:
     write_lamp(tmp_path / "src", "lamp7")
-    counts = prepare("lamp7", tmp_path / "src", tmp_path / "out")
+    counts = prepare_task_data("lamp7", tmp_path / "src", tmp_path / "out")
     assert set(counts) == {"train", "dev", "test"}
     assert counts["train"] == {"examples": 3, "users": 3, "corpus_rows": 12, "corpus_skipped": 0}
     assert [e.target for e in read_examples_parquet(tmp_path / "out" / "test.parquet")] == [None] * 3
@@ -63,7 +63,7 @@ def test_prepare_lamp(tmp_path: Path) -> None:
 
 def test_prepare_lamp_present_splits_only(tmp_path: Path) -> None:
     write_lamp(tmp_path / "src", "lamp4", layout="flat", splits=("train", "test"))
-    assert set(prepare("lamp4", tmp_path / "src", tmp_path / "out")) == {"train", "test"}
+    assert set(prepare_task_data("lamp4", tmp_path / "src", tmp_path / "out")) == {"train", "test"}
     assert not (tmp_path / "out" / "dev.parquet").exists()
 
 

@@ -14,7 +14,7 @@ from commer_core.data import (
     load_perltqa,
     load_perltqa_memory,
     load_perltqa_qa,
-    prepare,
+    prepare_task_data,
     read_examples_parquet,
     split_characters,
     split_perltqa,
@@ -97,7 +97,7 @@ def test_real_prepare_split(tmp_path: Path) -> None:
 def test_real_prepare_writes_examples_and_corpora(tmp_path: Path) -> None:
     for path in (MEMORY, QA):
         (tmp_path / path.name).symlink_to(path)
-    counts = prepare("perltqa", tmp_path, tmp_path / "out", n_test_characters=1)
+    counts = prepare_task_data("perltqa", tmp_path, tmp_path / "out", n_test_characters=1)
     assert sum(c["examples"] for c in counts.values()) == 444
     assert {c["users"] for c in counts.values()} == {1}
     assert sorted(c["corpus_rows"] for c in counts.values()) in ([54, 54, 57], [54, 57, 57])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from commer_core.data import Document, select_documents, stable_key, tokenize
+from commer_core.data import Document, bm25_words, select_documents, stable_key
 
 DOCS = [
     Document("a", "The cat sat on the mat", "2021-01-01"),
@@ -15,8 +15,8 @@ DOCS = [
 ]
 
 
-def test_tokenize_lowercases_words() -> None:
-    assert tokenize("Hello, WORLD! it's 2024") == ["hello", "world", "it", "s", "2024"]
+def test_bm25_words_lowercases_words() -> None:
+    assert bm25_words("Hello, WORLD! it's 2024") == ["hello", "world", "it", "s", "2024"]
 
 
 def test_bm25_picks_the_relevant_document() -> None:

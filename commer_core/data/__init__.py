@@ -1,6 +1,9 @@
 """Dataset readers (LaMP, PerLTQA), the shared Example model, and document selection.
 
 Imports neither beam, click nor torch: the trainer and the CLI both build on it.
+Modules, each importing only those before it: ``examples`` (Example, Document,
+Parquet I/O), ``selection`` (which documents go with an example), ``lamp`` and
+``perltqa`` (readers), ``prepare`` (official files -> examples and corpora).
 """
 
 from commer_core.data.examples import (
@@ -10,11 +13,11 @@ from commer_core.data.examples import (
     Example,
     iter_examples_parquet,
     parse_timestamp,
-    prepare,
     read_examples_parquet,
     write_corpus_parquet,
     write_examples_parquet,
 )
+from commer_core.data.selection import STRATEGIES, bm25_words, select_documents, stable_key
 from commer_core.data.lamp import LAMP_PREFIXES, LAMP_SPLITS, lamp_files, lamp_splits, load_lamp, normalize_task
 from commer_core.data.perltqa import (
     find_perltqa_files,
@@ -24,7 +27,7 @@ from commer_core.data.perltqa import (
     split_characters,
     split_perltqa,
 )
-from commer_core.data.selection import STRATEGIES, select_documents, stable_key, tokenize
+from commer_core.data.prepare import prepare_task_data
 
 __all__ = [
     "EXAMPLE_SCHEMA",
@@ -34,6 +37,7 @@ __all__ = [
     "DataFormatError",
     "Document",
     "Example",
+    "bm25_words",
     "find_perltqa_files",
     "iter_examples_parquet",
     "lamp_files",
@@ -44,13 +48,12 @@ __all__ = [
     "load_perltqa_qa",
     "normalize_task",
     "parse_timestamp",
-    "prepare",
+    "prepare_task_data",
     "read_examples_parquet",
     "select_documents",
     "split_characters",
     "split_perltqa",
     "stable_key",
-    "tokenize",
     "write_corpus_parquet",
     "write_examples_parquet",
 ]

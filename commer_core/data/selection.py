@@ -24,8 +24,8 @@ STRATEGIES: tuple[str, ...] = ("bm25", "random", "recent")
 _WORD = re.compile(r"\w+")
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercased word tokens: the BM25 vocabulary for queries and documents alike."""
+def bm25_words(text: str) -> list[str]:
+    """Lowercased words: the BM25 vocabulary for queries and documents alike (not a model's tokenizer)."""
     return _WORD.findall(text.lower())
 
 
@@ -36,8 +36,8 @@ def stable_key(*parts: object) -> int:
 
 
 def _bm25_order(query: str, documents: Sequence[Document]) -> list[int]:
-    corpus = [tokenize(d.text) for d in documents]
-    terms = tokenize(query)
+    corpus = [bm25_words(d.text) for d in documents]
+    terms = bm25_words(query)
     if not terms or not any(corpus):  # BM25Okapi divides by the vocabulary size
         return list(range(len(documents)))
     scores = BM25Okapi(corpus).get_scores(terms)

@@ -1,6 +1,6 @@
 """Scaling runs for ``commer-pipeline bench --scaling``: the compress job at growing sizes.
 
-Each run is a fresh child process (``python -m jobs.bench_scaling SPEC_JSON``) that
+Each run is a fresh child process (``python -m jobs.bench.scaling SPEC_JSON``) that
 generates its corpus, runs the whole job in-process and prints one JSON line with its
 time and its own peak RSS, so one size's memory cannot hide in another's.
 """
@@ -39,7 +39,7 @@ def write_corpus(path: Path, n_docs: int, docs_per_user: int) -> None:
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one size in this process; returns seconds, docs/s and this process's peak RSS."""
-    from commer_core.perf import peak_rss_mb
+    from jobs.bench.perf import peak_rss_mb
     from pipelines.compress import CompressParams, run_job
     from pipelines.user_buckets import auto_bucket_count
 
@@ -66,8 +66,8 @@ def run_sizes(checkpoint: str, sizes: list[int], docs_per_user: list[int], users
     for spec in specs:
         spec = {**spec, "checkpoint": checkpoint, "batch_tokens": batch_tokens}
         say(f"bench: scaling {spec['docs']} documents, {spec['docs_per_user']} per user ...")
-        proc = subprocess.run([sys.executable, "-m", "jobs.bench_scaling", json.dumps(spec)], capture_output=True,
-                              text=True, cwd=Path(__file__).resolve().parents[1])
+        proc = subprocess.run([sys.executable, "-m", "jobs.bench.scaling", json.dumps(spec)], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[2])  # the folder holding `jobs`
         if proc.returncode != 0:
             raise RuntimeError(f"scaling run {spec} failed: {proc.stderr[-2000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -1,4 +1,4 @@
-"""What `commer-pipeline bench` prints and writes: markdown tables, targets, cost model, docs/PERFORMANCE.md."""
+"""What `commer-pipeline bench` prints and writes: markdown tables, targets, cost model, PERFORMANCE.md."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
-
-DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 
 
 def markdown_tables(r: dict[str, Any]) -> str:
@@ -168,8 +166,8 @@ def cost_model(r: dict[str, Any], users: int = 1_000_000, docs_per_user: int = 1
     ])
 
 
-def write_docs(report: dict[str, Any], table: str) -> None:
-    """Rewrite the run's section of docs/PERFORMANCE.md and its chart.
+def write_docs(report: dict[str, Any], table: str, docs_dir: Path) -> None:
+    """Rewrite the run's section of ``docs_dir/PERFORMANCE.md`` and its chart beside it.
 
     A CPU run owns the ``bench`` section and performance.png; a GPU run owns a section
     per model and kind of run (``bench-cuda-<model>[-compiled][-pipeline]``, appended
@@ -181,8 +179,8 @@ def write_docs(report: dict[str, Any], table: str) -> None:
         slug = re.sub(r"[^a-z0-9]+", "-", report.get("model", "model").lower()).strip("-")
         slug += ("-compiled" if report.get("compiled") else "") + ("-pipeline" if report.get("pipeline") else "")
         section, chart = f"bench-cuda-{slug}", f"performance-cuda-{slug}.png"
-    _chart(report, DOCS_DIR / chart)
-    doc = DOCS_DIR / "PERFORMANCE.md"
+    _chart(report, docs_dir / chart)
+    doc = docs_dir / "PERFORMANCE.md"
     text = doc.read_text() if doc.exists() else "# Performance\n"
     begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     body = f"{begin}\n\n{table}\n\n![throughput]({chart})\n\n{end}"
@@ -192,7 +190,7 @@ def write_docs(report: dict[str, Any], table: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     doc.write_text(text)
-    print(f"bench: wrote {doc} and {DOCS_DIR / chart}", file=sys.stderr)
+    print(f"bench: wrote {doc} and {docs_dir / chart}", file=sys.stderr)
 
 
 def _chart(report: dict[str, Any], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Measuring compression speed against the machine's own limits.
+"""Measuring compression speed against the machine's own limits (the timings of `commer-pipeline bench`).
 
 Throughput is reported as ratios taken in one run (against a naive baseline and
 against a matmul peak probed in the same process, same dtype), because absolute
