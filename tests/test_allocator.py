@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 from commer_core.backbone import load_backbone
 from commer_core.compressor import Compressor
 from commer_core.config import CompressorConfig
-from commer_core.perf import make_documents
+from jobs.bench.perf import make_documents
 compressor = Compressor(load_backbone(sys.argv[2]), CompressorConfig(base_model=sys.argv[2]))
 compressor.merge_lora()
 docs = make_documents("tweet", 32, compressor.tokenizer.vocab_size)
