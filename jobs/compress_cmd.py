@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from jobs.errors import cli_errors, expected_errors, verbosity
 from pipelines.options import OptionSpec, option_specs
 
 _EPILOG = """\b
@@ -45,16 +46,15 @@ def _quiet_imports():
         root.setLevel(level)
 
 
-_LOCAL_RUNNERS = ("DirectRunner", "direct", "FnApiRunner")
-
-
 def _is_direct(beam_args: list[str]) -> bool:
-    """True unless the Beam options name a runner other than the DirectRunner."""
+    """True unless the Beam options name a runner whose workers are not this machine's processes."""
+    from pipelines.plan import is_local_runner
+
     for i, arg in enumerate(beam_args):
         if arg.startswith("--runner="):
-            return arg.split("=", 1)[1] in _LOCAL_RUNNERS
+            return is_local_runner(arg.split("=", 1)[1])
         if arg == "--runner" and i + 1 < len(beam_args):
-            return beam_args[i + 1] in _LOCAL_RUNNERS
+            return is_local_runner(beam_args[i + 1])
     return True
 
 
@@ -90,6 +90,7 @@ def compress_options(command: Callable) -> Callable:
 )
 @compress_options
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+@cli_errors
 def compress(beam_args: tuple[str, ...], **options: Any) -> None:
     """Compress every user's documents and mean-pool them into one k x d soft prompt per user.
 
@@ -100,12 +101,8 @@ def compress(beam_args: tuple[str, ...], **options: Any) -> None:
     was committed; a failed or killed run leaves the previous version current.
     """
     with _quiet_imports():
-        from commer_core.backbone import BackboneError
-        from commer_core.checkpoint import CheckpointError
-        from pipelines.commit import CommitError
-        from pipelines.compress import CompressError, CompressParams, run_job
+        from pipelines.compress import CompressParams, run_job
         from pipelines.model_handler import quiet_transformers
-        from schemas import SchemaError
 
     quiet_transformers()
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
@@ -116,24 +113,24 @@ def compress(beam_args: tuple[str, ...], **options: Any) -> None:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         if _is_direct(beam_args) and not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
             beam_args.append("--default_sdk_harness_log_level=ERROR")
+    params = CompressParams(**options)
+    if params.input is None:
+        _echo("commer: no --input given: running the embedded default on a generated sample corpus")
     try:
-        params = CompressParams(**options)
-        if params.input is None:
-            _echo("commer: no --input given: running the embedded default on a generated sample corpus")
         result = run_job(params, beam_args, echo=_echo)
-    except (CompressError, CommitError, SchemaError, CheckpointError, BackboneError, ValueError) as exc:
-        if verbose:
-            logging.getLogger(__name__).exception("compress failed")
-        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         _echo("commer: interrupted; nothing was committed")
         sys.exit(130)
-    except Exception as exc:  # anything else: still one line, the traceback only with -vv
-        if verbose:
+    except Exception as exc:
+        if isinstance(exc, expected_errors()):
+            raise  # @cli_errors: one Error: line
+        # A runner's own failure (a worker's exception, a remote job's state) is still one
+        # line: the traceback with -v.
+        if verbosity() > 0:
             logging.getLogger(__name__).exception("compress failed")
         raise click.ClickException(
             f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"
-        ) from None
+        ) from exc
     _summary(result)
 
 

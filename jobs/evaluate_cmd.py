@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from jobs.errors import cli_errors
+
 
 def _int_list(value: str) -> list[int]:
     try:
@@ -70,6 +72,7 @@ def _split_label(value: str) -> tuple[str | None, str]:
               help="torch CPU threads [default: torch's choice]. Use 1 when other jobs share the cores: "
                    "oversubscribed threads slow CPU training by an order of magnitude.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@cli_errors
 def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tuple[str, ...], raw_budgets: str,
              untrained: bool, docs_at_test: str, selection: str, base_model: str | None, max_examples: int,
              max_input_tokens: int, max_target_tokens: int, n_generate: int, rouge_docs: str | None, max_new_tokens: int,
@@ -81,7 +84,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
 
         torch.set_num_threads(threads)
     from commer_core.data import read_examples_parquet
-    from commer_core.training import TrainingError, checkpoint_info
+    from commer_core.training import checkpoint_info
 
     n_docs_list = _int_list(docs_at_test)
     budgets = _int_list(raw_budgets)
@@ -92,10 +95,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
     examples = [e for e in read_examples_parquet(path) if e.target is not None][:max_examples]
     if not examples:
         raise click.ClickException(f"{path} holds no labelled examples")
-    try:
-        infos = [(label, checkpoint_info(p)) for label, p in map(_split_label, checkpoints)]
-    except (TrainingError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    infos = [(label, checkpoint_info(p)) for label, p in map(_split_label, checkpoints)]
     bases = {info["base_model"] for _, info in infos}
     if base_model is not None:
         bases.add(base_model)
@@ -106,10 +106,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
                      batch_size=batch_size, n_generate=n_generate, generate_at=generate_at,
                      max_new_tokens=max_new_tokens, bf16=bf16, swap=swap,
                      max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens, progress=progress)
-    try:
-        runner.run(infos, baselines, budgets, untrained)
-    except (TrainingError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    runner.run(infos, baselines, budgets, untrained)
     from commer_core.evaluation import format_personalization, format_table, gap_rows, summarize, write_results
 
     rows = summarize(runner.records)

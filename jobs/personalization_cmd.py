@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from jobs.errors import cli_errors
+
 Scores = list[tuple[float, int]]
 
 
@@ -135,8 +137,8 @@ def compress_users(pairs: Sequence[tuple[str, Any]], output: Path, checkpoint: P
                             overwrite=overwrite, progress_every=0)
     try:
         run_job(params, echo=_echo)
-    except (CompressError, ValueError) as exc:
-        raise click.ClickException(f"compress job failed: {exc}") from exc
+    except (CompressError, ValueError) as exc:  # context for @cli_errors' one line
+        raise CompressError(f"compress job failed: {exc}") from exc
     return store
 
 
@@ -173,6 +175,7 @@ def _summary_line(report: dict[str, Any]) -> str:
 @click.option("--min-own-better", type=float, default=None,
               help="Exit 1 unless own beats another user's prompt on at least this share of examples (e.g. 0.85).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@cli_errors
 def personalization_check(data: Path, split: str, task: str | None, checkpoint: str, output: Path, docs_per_user: int,
                           selection: str, max_examples: int, max_input_tokens: int, max_target_tokens: int,
                           batch_size: int, seed: int, device: str, threads: int | None, overwrite: bool,
@@ -209,14 +212,10 @@ def _inputs(data: Path, split: str, task: str | None, checkpoint: str, docs_per_
             max_examples: int, max_input_tokens: int, max_target_tokens: int) -> tuple[Path, list[Any], list[Any]]:
     """The resolved ComMer checkpoint, the raw examples and their prepared (selected, truncated) forms."""
     from commer_core.backbone import load_tokenizer
-    from commer_core.data import DataFormatError
-    from commer_core.training import TrainingError, checkpoint_info, prepare_examples
+    from commer_core.training import checkpoint_info, prepare_examples
 
-    try:
-        info = checkpoint_info(checkpoint)
-        examples = load_examples(data, split, task)[:max_examples]
-    except (TrainingError, DataFormatError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    info = checkpoint_info(checkpoint)
+    examples = load_examples(data, split, task)[:max_examples]
     if info["method"] != "commer":
         raise click.ClickException(f"{info['path']} is a {info['method']} checkpoint; the product path needs ComMer")
     if len({e.user_id for e in examples}) < 2:
@@ -230,14 +229,9 @@ def _inputs(data: Path, split: str, task: str | None, checkpoint: str, docs_per_
 def _score_store(store: Path, checkpoint: Path, prepared: list[Any], *, device: str, seed: int, batch_size: int,
                  progress: bool) -> dict[str, Any]:
     """Open the store with PersonalizedLM and score the examples of users it holds."""
-    from commer_core.checkpoint import CheckpointError
     from commer_core.serving import PersonalizedLM
-    from commer_core.store import StoreError
 
-    try:
-        lm = PersonalizedLM.open(store, checkpoint, device=device)
-    except (StoreError, CheckpointError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    lm = PersonalizedLM.open(store, checkpoint, device=device)
     stored = set(lm.prompts(sorted({e.user_id for e in prepared})))
     kept = [e for e in prepared if e.user_id in stored]
     if len(stored) < 2:

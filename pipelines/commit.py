@@ -33,6 +33,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from commer_core.errors import CommerError
+from commer_core.files import is_local_uri, local_path
 from commer_core.store import (
     DEAD_LETTER_GLOB,
     DEAD_LETTER_PREFIX,
@@ -227,7 +228,9 @@ def _write_atomically(path: str, text: str, run_id: str) -> None:
 
     Never deletes ``path`` first: a crash between a delete and the rename would leave no
     pointer at all. Local renames replace atomically (``os.rename``); on object stores a
-    rename is a copy onto the destination, and a single object write is atomic.
+    rename is a copy onto the destination, and a single object write is atomic. One code
+    path for every filesystem (Beam's), local included, so the commit order is the same
+    everywhere (tests watch it through ``FileSystems.rename``).
     """
     temp = f"{path}.{run_id}.tmp"
     with FileSystems.create(temp) as fh:
@@ -289,9 +292,10 @@ def abandon(area: StagingArea) -> None:
 def _delete_tree(root: str) -> None:
     root = root.rstrip("/")
     try:
-        if "://" not in root:  # local: a real directory
-            if FileSystems.exists(root):
-                FileSystems.delete([root])
+        if is_local_uri(root):  # a real directory; file:// stripped (Beam has no filesystem for that scheme)
+            path = str(local_path(root))
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
         elif match_files(root + "/**"):  # object stores: a trailing slash deletes the whole prefix
             FileSystems.delete([root + "/"])
     except Exception as exc:  # leftovers are harmless: readers follow LATEST

@@ -31,7 +31,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from commer_core.backbone import quiet_transformers
 from commer_core.defaults import default_batch_tokens, default_max_batch_size
+from commer_core.files import is_local_uri, local_path, publish_dir, staging_dir
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, CorpusDoc
 from schemas import dead_letter_row
 
@@ -57,44 +57,42 @@ KeyedCompression = tuple[DocKey, np.ndarray]
 
 
 # -- checkpoints on any Beam filesystem ---------------------------------------------------
+#: A file every complete checkpoint directory holds (``commer_core.checkpoint.CHECKSUMS_FILE``,
+#: not imported: that module imports torch).
+CHECKPOINT_MARKER = "checksums.json"
+
+
 def materialize_checkpoint(uri: str, expected_fingerprint: str | None = None) -> Path:
     """A local directory holding the checkpoint at ``uri`` (local path, gs://, s3://, ...).
 
     Local directories are used in place. Remote ones are copied once per machine into
-    ``$COMMER_HOME/checkpoints/<fingerprint-or-uri-hash>`` (atomic rename, so concurrent
-    worker processes are safe). Integrity is checked by the caller with
+    ``$COMMER_HOME/checkpoints/<fingerprint-or-uri-hash>`` (built in a staging directory
+    beside it, then published by one rename: concurrent worker processes keep whichever
+    complete copy landed first). Integrity is checked by the caller with
     ``commer_core.checkpoint.verify``.
     """
-    if "://" not in uri or uri.startswith("file://"):
-        return Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    if is_local_uri(uri):
+        return local_path(uri)
     from apache_beam.io.filesystems import FileSystems
 
     from commer_core.backbone import commer_home
 
     tag = expected_fingerprint or hashlib.sha256(uri.encode()).hexdigest()
     target = commer_home() / "checkpoints" / tag[:32]
-    if (target / "checksums.json").exists():
+    if (target / CHECKPOINT_MARKER).exists():
         return target
     root = uri.rstrip("/")
     matches = FileSystems.match([root + "/**"])[0].metadata_list
     if not matches:
         raise FileNotFoundError(f"no checkpoint files under {uri}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=target.parent))
-    try:
+    with staging_dir(target) as staging:
         for meta in matches:
             relative = meta.path[len(root) + 1:]
             dest = staging / relative
             dest.parent.mkdir(parents=True, exist_ok=True)
             with FileSystems.open(meta.path) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "checksums.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_dir(staging, target, marker=CHECKPOINT_MARKER)
     return target
 
 

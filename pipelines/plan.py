@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from commer_core.errors import CommerError
+from commer_core.files import is_local_uri, local_path
 from pipelines.commit import CommitError, match_files, read_latest
 from pipelines.incremental import CACHE_FILE_PREFIX, cache_directory
 from pipelines.model_handler import materialize_checkpoint
@@ -32,8 +33,19 @@ from pipelines.user_buckets import auto_bucket_count
 from schemas import validate_corpus_schema
 
 #: Runners whose workers are this machine's processes (direct_running_mode / direct_num_workers apply).
+#: The one list: the CLI's log-level default (jobs/compress_cmd.py) asks :func:`is_local_runner` too.
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "FnApiRunner")
 _DIRECT_ALIASES = ("SwitchingDirectRunner", "direct", "DirectRunner")
+
+
+def canonical_runner(name: str) -> str:
+    """A ``--runner`` value with the DirectRunner's aliases folded into ``DirectRunner``."""
+    return "DirectRunner" if name in _DIRECT_ALIASES else name
+
+
+def is_local_runner(name: str) -> bool:
+    """Whether the runner ``name`` (a ``--runner`` value or alias) runs its workers on this machine."""
+    return canonical_runner(name) in LOCAL_RUNNERS
 
 
 class CompressError(CommerError, RuntimeError):
@@ -83,17 +95,13 @@ class PreviousVersion:
         return f"{self.uri} ({self.version})" if self.version else self.uri
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
 def resolve_input(pattern: str | None) -> str:
     if pattern is None:
         from pipelines.sample_corpus import sample_corpus_path
 
         return str(sample_corpus_path())
-    if _is_local(pattern):
-        path = os.path.abspath(os.path.expanduser(pattern))
+    if is_local_uri(pattern):
+        path = os.path.abspath(local_path(pattern))
         return os.path.join(path, "*.parquet") if os.path.isdir(path) else path
     return pattern
 
@@ -165,7 +173,7 @@ def runner_name(options: PipelineOptions, pipeline: beam.Pipeline | None = None)
     if runner is None and pipeline is not None and getattr(pipeline, "runner", None) is not None:
         runner = type(pipeline.runner).__name__
     name = "DirectRunner" if runner is None else runner if isinstance(runner, str) else type(runner).__name__
-    return "DirectRunner" if name in _DIRECT_ALIASES else name
+    return canonical_runner(name)
 
 
 def processes_per_worker(options: PipelineOptions, runner: str) -> int | None:
@@ -190,7 +198,7 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
     base_model = check_base_model(params.base_model, checkpoint.config["base_model"])
     runner = runner_name(options, pipeline)
     output = normalize_location(params.output)
-    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+    if is_local_uri(output) and os.path.exists(output) and not os.path.isdir(output):
         raise CompressError(f"--output {output} exists and is not a directory")
     compressor_cfg = checkpoint.config["compressor"]
     k, d = int(compressor_cfg["num_embeddings"]), int(compressor_cfg["hidden_size"])
@@ -245,7 +253,7 @@ def load_checkpoint_config(checkpoint: str | None) -> CheckedCheckpoint:
         fp = fingerprint(local)
     except (CheckpointError, OSError, ValueError) as exc:
         raise CompressError(f"checkpoint {uri} is not usable: {exc}") from exc
-    return CheckedCheckpoint(str(local.resolve()) if _is_local(uri) else uri, config, fp)
+    return CheckedCheckpoint(str(local.resolve()) if is_local_uri(uri) else uri, config, fp)
 
 
 def check_base_model(requested: str | None, base: dict[str, Any]) -> str:
@@ -268,8 +276,8 @@ def check_base_model(requested: str | None, base: dict[str, Any]) -> str:
 
 def normalize_location(uri: str) -> str:
     """Absolute local paths (``file://`` stripped); other URIs without a trailing slash."""
-    if _is_local(uri):
-        return os.path.abspath(os.path.expanduser(uri[len("file://"):] if uri.startswith("file://") else uri))
+    if is_local_uri(uri):
+        return os.path.abspath(local_path(uri))
     return uri.rstrip("/")
 
 
@@ -292,7 +300,7 @@ def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion
         raise CompressError(f"--previous {uri} holds k={store.num_embeddings} x d={store.hidden_size}, not {k} x {d}")
     if store.manifest.counts.get("documents", 0) and not store.document_files:
         raise CompressError(f"--previous {uri} has no document index (documents-*.parquet): run once without --previous")
-    as_uri = (lambda path: path) if _is_local(location) else (lambda path: f"{location.split('://')[0]}://{path}")
+    as_uri = (lambda path: path) if is_local_uri(location) else (lambda path: f"{location.split('://')[0]}://{path}")
     return PreviousVersion(
         uri=location,
         version=store.version,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from commer_core.files import atomic_output
 from schemas import CORPUS_SCHEMA
 
 #: Bump when the generated content changes, so cached copies are regenerated.
@@ -88,16 +88,9 @@ def sample_corpus_rows() -> list[dict[str, Any]]:
 def write_sample_corpus(path: str | os.PathLike[str]) -> Path:
     """Write the sample corpus to ``path`` (a Parquet file), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(sample_corpus_rows(), schema=CORPUS_SCHEMA)
-    fd, tmp = tempfile.mkstemp(prefix=".sample-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -102,3 +102,45 @@ def test_inspect_of_a_missing_store_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "nowhere")])
     assert result.exit_code == 1
     assert result.output == f"Error: {tmp_path / 'nowhere'} is not a directory (no store there)\n"
+
+
+@pytest.fixture(scope="module")
+def examples_file(tmp_path_factory):
+    """Two users' labelled examples as an examples Parquet file (what `prepare` writes)."""
+    from commer_core.data import Document, Example, write_examples_parquet
+
+    path = tmp_path_factory.mktemp("evaluate") / "dev.parquet"
+    write_examples_parquet([Example(f"e{i}", f"u{i}", f"write about topic {i}", f"topic {i} is fun",
+                                    [Document(f"d{i}", f"I like topic {i}.")]) for i in range(2)], path)
+    return path
+
+
+def _assert_one_error_line(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.output.count("Error: ") == 1, result.output
+    assert result.output.rstrip().splitlines()[-1].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in result.output
+
+
+def test_evaluate_with_an_unknown_base_model_prints_one_error_line(examples_file, tmp_path):
+    """BackboneError (a RuntimeError) used to escape evaluate's (TrainingError, ValueError) tuple."""
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(examples_file), "--baseline", "none",
+                                      "--base-model", "nonsense", "--max-examples", "2", "--generate", "0",
+                                      "--no-swap", "--no-progress", "--output", str(tmp_path / "out")])
+    assert not isinstance(result.exception, BackboneError)
+    _assert_one_error_line(result, "'nonsense'")
+
+
+def test_evaluate_with_an_altered_checkpoint_prints_one_error_line(examples_file, tiny_checkpoint, tmp_path):
+    import shutil
+
+    altered = tmp_path / "altered"
+    shutil.copytree(tiny_checkpoint, altered)
+    config = altered / "commer_config.json"
+    config.write_text(config.read_text().replace("}", ' }', 1))  # same JSON, different bytes
+    result = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(altered), "--data", str(examples_file),
+                                      "--baseline", "none", "--max-examples", "2", "--generate", "0", "--no-swap",
+                                      "--no-progress", "--output", str(tmp_path / "out")])
+    assert not isinstance(result.exception, CheckpointError)
+    _assert_one_error_line(result, str(altered))

@@ -243,3 +243,14 @@ def test_multi_processing_runner_gives_identical_output(in_process_run, tmp_path
         return {k: v for k, v in counts.items() if not k.endswith(("_files", "_ms"))}
 
     assert same(result.counts) == same(reference.counts)
+
+
+def test_a_file_uri_version_directory_is_deleted_as_a_local_one(tmp_path):
+    """file:// is local (commer_core.files.is_local_uri); it used to take the object-store branch and stay."""
+    from pipelines.commit import _delete_tree
+
+    version = tmp_path / "store" / "v-20200101T000000-a"
+    (version / "sub").mkdir(parents=True)
+    (version / "sub" / "x.parquet").write_bytes(b"x")
+    _delete_tree(f"file://{version}/")
+    assert not version.exists() and (tmp_path / "store").is_dir()
