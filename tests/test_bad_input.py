@@ -146,15 +146,17 @@ def test_a_5_mb_document_is_truncated_not_fatal(tmp_path, tiny_checkpoint):
     assert result.counts["doc_tokens_max"] <= 16  # the job's --max-doc-tokens
 
 
-@pytest.mark.slow
-def test_a_user_with_100k_documents(tmp_path, tiny_checkpoint):
-    """The per-user mean is a (sum, count) combine: no step holds a user's documents."""
-    rows = [{"user_id": "heavy", "doc_id": str(i), "text": f"note {i % 97}"} for i in range(100_000)]
-    corpus = write_corpus(tmp_path / "corpus", [*rows, *GOOD], n_files=1)
-    result = run_job(corpus, tmp_path / "out", tiny_checkpoint, "--max-batch-size", "512", "--batch-tokens", "8192")
-    got = open_store(result.output).get(["heavy"])
-    assert got["heavy"][1] == 100_000 and np.isfinite(got["heavy"][0]).all()
-    assert result.counts["rows_read"] == result.counts["documents"] == 100_002
+def test_a_heavy_user_is_one_pooled_row_across_many_batches_and_buckets(tmp_path, tiny_checkpoint):
+    """The per-user mean is a (sum, count) combine: a user's documents, compressed in many
+    batches, become one row with every document counted. The 100,000-document scale of
+    that property is tests/test_combine.py's (on the CombineFn, in a second)."""
+    rows = [{"user_id": "heavy", "doc_id": str(i), "text": f"note {i % 97}"} for i in range(300)]
+    corpus = write_corpus(tmp_path / "corpus", [*rows, *GOOD], n_files=2)
+    result = run_job(corpus, tmp_path / "out", tiny_checkpoint, "--max-batch-size", "8", "--user-buckets", "2")
+    got = open_store(result.output).get(["heavy", "ann", "ben"])
+    assert got["heavy"][1] == 300 and np.isfinite(got["heavy"][0]).all()
+    assert got["ann"][1] == got["ben"][1] == 1
+    assert result.counts["rows_read"] == result.counts["documents"] == 302
 
 
 # -- the row validator as Beam runs it, over arbitrary rows ---------------------------------------
