@@ -21,8 +21,10 @@ The pieces, in the order a document meets them:
   ``torch.inference_mode`` and returns plain ``float32`` numpy arrays keyed like the input,
   so outputs cross process boundaries cheaply (also with ``large_model=True`` sharing).
 
-Nothing here imports torch or transformers at module import time: workers pay that cost
-once, in ``setup``/``load_model``.
+Nothing here imports transformers or the model code (``commer_core.backbone``) at module
+import time: workers pay that cost once, in ``setup``/``load_model``. torch itself is
+imported with this module all the same, by Beam: ``apache_beam.ml.inference.base`` imports
+``model_manager``, which imports torch unconditionally (Beam 2.77).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.transforms.window import GlobalWindows
 
-from commer_core.backbone import quiet_transformers
 from commer_core.defaults import default_batch_tokens, default_max_batch_size
 from commer_core.files import is_local_uri, local_path, publish_dir, staging_dir
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, CorpusDoc
@@ -54,6 +55,13 @@ log = logging.getLogger(__name__)
 DocKey = tuple[str, str, str]
 KeyedTokens = tuple[DocKey, list[int]]
 KeyedCompression = tuple[DocKey, np.ndarray]
+
+
+def quiet_transformers() -> None:
+    """:func:`commer_core.backbone.quiet_transformers`, imported when called (that module imports transformers)."""
+    from commer_core.backbone import quiet_transformers as quiet
+
+    quiet()
 
 
 # -- checkpoints on any Beam filesystem ---------------------------------------------------
@@ -175,11 +183,10 @@ class LoadedCompressor:
     methods and get numpy arrays back.
     """
 
-    def __init__(self, compressor: Any, *, batch_tokens: int, max_batch_size: int, fingerprint: str):
+    def __init__(self, compressor: Any, *, batch_tokens: int, max_batch_size: int):
         self._compressor = compressor
         self._batch_tokens = batch_tokens
         self._max_batch_size = max_batch_size
-        self._fingerprint = fingerprint
 
     def compress(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """``(n, k, d)`` float32 compressions, rows in input order."""
@@ -193,12 +200,6 @@ class LoadedCompressor:
 
     def shape(self) -> tuple[int, int]:
         return self._compressor.num_embeddings, self._compressor.hidden_size
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def device(self) -> str:
-        return str(self._compressor.device)
 
 
 def threads_for(processes_per_worker: int | None, cores: int | None = None) -> int:
@@ -297,9 +298,7 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
             actual[:12], device, compressor.backbone.dtype, torch.get_num_threads(), self.batch_tokens,
             self.max_batch_size, "layers compiled" if self.compile_model else "eager", os.getpid(),
         )
-        return LoadedCompressor(
-            compressor, batch_tokens=self.batch_tokens, max_batch_size=self.max_batch_size, fingerprint=actual
-        )
+        return LoadedCompressor(compressor, batch_tokens=self.batch_tokens, max_batch_size=self.max_batch_size)
 
     def run_inference(
         self,

@@ -1,6 +1,6 @@
 """Arrow schemas and validation shared by every stage; imports only pyarrow."""
 
-from schemas.corpus import CORPUS_SCHEMA, REQUIRED_CORPUS_COLUMNS, TIMESTAMP_TYPE, doc_field, field_doc
+from schemas.corpus import CORPUS_SCHEMA, TIMESTAMP_TYPE, doc_field, field_doc
 from schemas.dead_letter import DEAD_LETTER_SCHEMA, DEAD_LETTER_STAGES, dead_letter_row
 from schemas.documents import DOCUMENT_INDEX_SCHEMA, doc_cache_schema, text_sha256
 from schemas.store import MANIFEST_FIELDS, MANIFEST_FORMAT_VERSION, StoreManifest, store_schema
@@ -13,7 +13,6 @@ __all__ = [
     "DEAD_LETTER_STAGES",
     "MANIFEST_FIELDS",
     "MANIFEST_FORMAT_VERSION",
-    "REQUIRED_CORPUS_COLUMNS",
     "TIMESTAMP_TYPE",
     "SchemaError",
     "StoreManifest",

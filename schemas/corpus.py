@@ -26,9 +26,6 @@ def field_doc(field: pa.Field) -> str:
 #: Unit and zone of every timestamp we write (microseconds, UTC).
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 
-#: Columns every corpus file must have (``timestamp`` may be absent).
-REQUIRED_CORPUS_COLUMNS: tuple[str, ...] = ("user_id", "doc_id", "text")
-
 #: The corpus schema as written by this project.
 CORPUS_SCHEMA: pa.Schema = pa.schema(
     [

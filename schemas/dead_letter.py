@@ -14,8 +14,11 @@ import pyarrow as pa
 
 from schemas.corpus import doc_field
 
-#: Stages that reject rows in this project (free text is allowed; these are the usual ones).
-DEAD_LETTER_STAGES: tuple[str, ...] = ("read", "validate", "tokenize", "compress", "merge", "write")
+#: The stages that reject rows in this project, exactly: ``validate`` (pipelines/validate.py:
+#: missing ids, blank text, conflicting duplicates) and ``tokenize`` (pipelines/model_handler.py:
+#: a text the tokenizer rejects or that yields no token). A test keeps this list equal to the
+#: stages the pipeline emits.
+DEAD_LETTER_STAGES: tuple[str, ...] = ("validate", "tokenize")
 
 DEAD_LETTER_SCHEMA: pa.Schema = pa.schema(
     [
@@ -23,7 +26,7 @@ DEAD_LETTER_SCHEMA: pa.Schema = pa.schema(
         doc_field("doc_id", pa.string(), "Original doc_id, stringified if it was not a string."),
         doc_field("text", pa.string(), "Original text, stringified if it was not a string."),
         doc_field("reason", pa.string(), "Why the row was rejected, e.g. 'text is empty or whitespace'.", nullable=False),
-        doc_field("stage", pa.string(), "Step that rejected it: validate, tokenize, compress, ...", nullable=False),
+        doc_field("stage", pa.string(), "Step that rejected it: validate or tokenize.", nullable=False),
         doc_field("source", pa.string(), "Input file the row came from, when known."),
     ],
     metadata={"doc": "ComMer dead letters: corpus rows rejected by the pipeline."},

@@ -162,6 +162,18 @@ def test_tokenize_docs_takes_batches_and_dead_letters_only_the_text_its_tokenize
     assert [key[:2] for key, _ in step.process(docs[::2])] == [("u1", "d1"), ("u2", "d3")] and calls == [2]
 
 
+def test_importing_the_module_loads_neither_transformers_nor_the_model_code():
+    """What the module docstring promises (torch itself comes with Beam's RunInference module)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.model_handler\n"
+            "loaded = [m for m in ('transformers', 'peft', 'commer_core.backbone', 'commer_core.compressor')"
+            " if m in sys.modules]\n"
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_materialize_checkpoint_uses_local_paths_in_place(tiny_checkpoint, monkeypatch):
     from pipelines.model_handler import materialize_checkpoint
 
