@@ -7,9 +7,10 @@ The pieces, in the order a document meets them:
   truncation rule (``commer_core.compressor.tokenize_documents``), counting truncations
   and the token-length distribution.
 * :class:`CompressDocuments` batches by *token budget*: :class:`SortAndBatchByTokens`
-  sorts windows of up to ``sort_window`` documents by padded length (``len(ids) + k``)
-  and cuts batches at ``batch_tokens`` tokens, so a batch of short documents is wide, a
-  batch of long ones is narrow, and padding stays small. It then applies
+  cuts windows of up to ``sort_window`` documents with the compressor's own policy
+  (``commer_core.compressor.plan_batches``: sorted by padded length ``len(ids) + k``, at
+  most ``batch_tokens`` tokens, little padding), so a batch of short documents is wide, a
+  batch of long ones is narrow. It then applies
   ``RunInference`` with the handler's ``with_no_batching()`` form. (Beam's own
   ``SortAndBatchElements`` buffers a whole bundle, and an in-process runner's bundle
   can be the whole input: memory grew with the corpus. Beam 2.77's
@@ -324,11 +325,14 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
 
 
 class SortAndBatchByTokens(beam.DoFn):
-    """Keyed tokens -> lists of them: sorted by padded width within windows of ``sort_window`` elements.
+    """Keyed tokens -> lists of them, cut by :func:`commer_core.compressor.plan_batches` within
+    windows of ``sort_window`` elements.
 
-    A batch closes at ``max_batch_size`` documents or when its padded size (members x widest
-    member) would pass ``max_batch_weight``. Memory is bounded by the window, whatever the
-    bundle size. Batch pipelines only (global window).
+    The one batching policy of the job: the compressor's own (sorted by padded width, at
+    most ``max_batch_size`` documents and ``max_batch_weight`` padded tokens, padding at
+    most 10%), so the batches RunInference hands the model are the ones it computes
+    (``compress_tokenized`` re-plans each into itself). Memory is bounded by the window,
+    whatever the bundle size. Batch pipelines only (global window).
     """
 
     def __init__(self, max_batch_size: int, max_batch_weight: int, element_size_fn: Any, sort_window: int = 4096):
@@ -351,17 +355,12 @@ class SortAndBatchByTokens(beam.DoFn):
             yield GlobalWindows.windowed_value(batch)
 
     def _flush(self) -> Iterable[list[Any]]:
-        items = sorted(self._buffer, key=self._size_fn)
-        self._buffer = []
-        batch: list[Any] = []
-        for item in items:
-            width = self._size_fn(item)  # ascending: the newest member is the widest
-            if batch and (len(batch) >= self._max_size or (len(batch) + 1) * width > self._max_weight):
-                yield batch
-                batch = []
-            batch.append(item)
-        if batch:
-            yield batch
+        from commer_core.compressor import plan_batches
+
+        items, self._buffer = self._buffer, []
+        widths = [self._size_fn(item) for item in items]  # padded widths already: k = 0 below
+        for batch in plan_batches(widths, 0, self._max_weight, self._max_size):
+            yield [items[i] for i in batch]
 
 
 class CompressDocuments(beam.PTransform):

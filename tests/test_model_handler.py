@@ -181,3 +181,24 @@ def test_materialize_checkpoint_uses_local_paths_in_place(tiny_checkpoint, monke
     assert materialize_checkpoint(f"file://{tiny_checkpoint}") == tiny_checkpoint
     monkeypatch.setenv("HOME", str(tiny_checkpoint.parent))
     assert materialize_checkpoint(f"~/{tiny_checkpoint.name}") == tiny_checkpoint
+
+
+def test_sort_and_batch_by_tokens_cuts_the_compressors_batches():
+    """One batching policy: a window is cut exactly as commer_core.compressor.plan_batches cuts
+    it, so the pipeline's batches keep its padding cap (<= 10% of computed tokens) too."""
+    from commer_core.compressor import plan_batches
+    from pipelines.model_handler import SortAndBatchByTokens
+
+    rng = np.random.default_rng(7)
+    elements = [(f"d{i}", list(range(int(n)))) for i, n in enumerate(rng.lognormal(2.5, 0.8, size=60).astype(int) + 1)]
+    fn = SortAndBatchByTokens(max_batch_size=8, max_batch_weight=200, element_size_fn=lambda e: len(e[1]) + 4,
+                              sort_window=100)
+    fn.start_bundle()
+    for element in elements:
+        assert list(fn.process(element)) == []
+    batches = [w.value for w in fn.finish_bundle()]
+    planned = [[elements[i] for i in b] for b in plan_batches([len(ids) for _, ids in elements], 4, 200, 8)]
+    assert batches == planned
+    for batch in batches:
+        widths = [len(ids) + 4 for _, ids in batch]
+        assert len(batch) == 1 or 1 - sum(widths) / (len(batch) * max(widths)) <= 0.1 + 1e-12
