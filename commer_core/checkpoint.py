@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from commer_core.backbone import Backbone, load_backbone
 from commer_core.compressor import Compressor
 from commer_core.config import CompressorConfig
 from commer_core.errors import CommerError
+from commer_core.files import replace_dir, staging_dir
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "commer_config.json"
@@ -47,26 +45,27 @@ class CheckpointError(CommerError, ValueError):
 def save_checkpoint(
     compressor: Compressor, path: str | Path, *, trained: bool, training: dict[str, Any] | None = None
 ) -> str:
-    """Write a checkpoint atomically (staging dir, then rename) and return its fingerprint."""
+    """Write a checkpoint atomically and return its fingerprint.
+
+    Built in a staging directory beside ``path`` and swapped in by :func:`replace_dir`: an
+    existing checkpoint is never deleted before the new one is in place.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    os.chmod(staging, 0o755)
-    try:
-        backbone = compressor.backbone
-        config = {
-            "format_version": FORMAT_VERSION,
-            "compressor": compressor.config.to_dict(),
-            "base_model": {"name": backbone.name, "weights_sha256": backbone.weights_sha256},
-            "tokenizer": {
-                "class": type(backbone.tokenizer).__name__,
-                "vocab_size": len(backbone.tokenizer),
-                "pad_token_id": backbone.tokenizer.pad_token_id,
-                "eos_token_id": backbone.tokenizer.eos_token_id,
-            },
-            "trained": trained,
-            "training": training or {},
-        }
+    backbone = compressor.backbone
+    config = {
+        "format_version": FORMAT_VERSION,
+        "compressor": compressor.config.to_dict(),
+        "base_model": {"name": backbone.name, "weights_sha256": backbone.weights_sha256},
+        "tokenizer": {
+            "class": type(backbone.tokenizer).__name__,
+            "vocab_size": len(backbone.tokenizer),
+            "pad_token_id": backbone.tokenizer.pad_token_id,
+            "eos_token_id": backbone.tokenizer.eos_token_id,
+        },
+        "trained": trained,
+        "training": training or {},
+    }
+    with staging_dir(path, mode=0o755) as staging:
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file({name: t.detach().float().cpu().contiguous() for name, t in compressor.soft_tensors().items()},
                   staging / EMBEDDINGS_FILE)
@@ -76,11 +75,7 @@ def save_checkpoint(
             staging / ADAPTER_DIR, safe_serialization=True, save_embedding_layers=False  # no hub look-up
         )
         _write_checksums(staging)
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        replace_dir(staging, path)
     return fingerprint(path)
 
 

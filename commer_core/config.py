@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_BASE_MODEL = "smollm2-135m"
-DTYPES = ("float32", "bfloat16", "float16")
 # Attention projections: the LoRA target that keeps a checkpoint small (all-linear
 # LoRA r=64 on SmolLM2 is ~78 MB); override for the paper's heavier setting.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -16,7 +15,10 @@ PROMPT_NORMS = ("none", "rms")
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA on the backbone; defaults are the paper's (r=64, alpha=16, dropout=0.1)."""
+    """LoRA on the backbone; defaults are the paper's (r=64, alpha=16, dropout=0.1).
+
+    The one home of these defaults: TrainConfig and ``commer-pipeline train`` take theirs from here.
+    """
 
     r: int = 64
     alpha: int = 16
@@ -75,12 +77,3 @@ class CompressorConfig:
         if unknown:
             raise ValueError(f"unknown compressor config fields: {sorted(unknown)}")
         return cls(**data)
-
-
-def parse_dtype(name: str) -> "Any":
-    """Map a dtype name to torch's dtype (kept here so configs stay plain strings)."""
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
-    return getattr(torch, name)

@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from commer_core.training import Method, PreparedExample, batches, examples_digest, score_examples
+from commer_core.training.examples import PreparedExample, examples_digest
+from commer_core.training.methods import Method
+from commer_core.training.scoring import autocast, batches, score_examples
 
 #: Personalization columns of a summary row (None for methods that read no documents, or --no-swap).
 GAP_FIELDS = ("other_perplexity", "mean_prompt_perplexity", "gap", "gap_low", "gap_high", "own_better")
@@ -70,8 +72,6 @@ def generate_examples(
 ) -> list[str]:
     """Greedy generations for each example's input under ``method``'s prefix (first non-empty line)."""
     import torch
-
-    from commer_core.training import autocast
 
     method.eval()
     out: list[str] = []

@@ -5,7 +5,7 @@ all (it may only teach the task format). Scoring the same examples with a *deran
 user's documents, and (ComMer) with the mean of every user's merged prompt, separates
 "the user's own data helps" from "any prompt helps".
 
-Choice of the other user's documents: :class:`~commer_core.training.PreparedExample`
+Choice of the other user's documents: :class:`~commer_core.training.examples.PreparedExample`
 already holds documents selected for its input. Example ``j`` of user ``u`` receives the
 documents of example ``j mod m`` of user ``derangement(u)`` (``m`` = that user's number of
 examples, in the given order): documents that were selected for the *other* user's input,
@@ -24,16 +24,9 @@ import torch
 
 from commer_core.generator import Prefix
 from commer_core.personalization import Gap, derangement, personalization_gap
-from commer_core.training import (
-    CommerMethod,
-    Method,
-    NoPersonalization,
-    PreparedExample,
-    autocast,
-    batches,
-    corpus_perplexity,
-    score_examples,
-)
+from commer_core.training.examples import PreparedExample
+from commer_core.training.methods import CommerMethod, Method, NoPersonalization
+from commer_core.training.scoring import autocast, batches, corpus_perplexity, score_examples
 
 Scores = list[tuple[float, int]]
 
@@ -208,7 +201,7 @@ def personalization_report(
 
     ``gap`` is :class:`~commer_core.personalization.Gap` as a dict (other minus own, nats per
     token; > 0: the user's own documents help). ``seed`` fixes the derangement and the
-    bootstrap. Pass ``own`` (from :func:`~commer_core.training.score_examples`) to skip re-scoring.
+    bootstrap. Pass ``own`` (from :func:`~commer_core.training.scoring.score_examples`) to skip re-scoring.
     """
     scores = personalization_scores(method, examples, seed=seed, batch_size=batch_size, bf16=bf16, own=own)
     return {"seed": seed, **scores_report(scores, seed=seed)}

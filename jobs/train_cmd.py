@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_TARGET_MODULES
+from commer_core.config import DEFAULT_BASE_MODEL, LoraSettings
 from jobs.errors import cli_errors
+
+_LORA = LoraSettings()  # the LoRA defaults, written once (TrainConfig takes the same)
+# Options that name a TrainConfig field differently; every other option of the config part is the field's name.
+_CONFIG_FIELDS = {"min_docs": "min_docs_per_example", "lora_targets": "target_modules", "raw_budget": "raw_doc_budget"}
+
+
+def _module_list(value: str) -> tuple[str, ...]:
+    """``"q_proj, v_proj"`` -> ``("q_proj", "v_proj")``."""
+    return tuple(t.strip() for t in value.split(",") if t.strip())
 
 
 def _load_task_data(data: Path) -> tuple[list, list]:
@@ -55,10 +65,11 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,
               help="ComMer merge of a user's compressions (concat is the paper's ablation).")
-@click.option("--lora-r", default=64, show_default=True)
-@click.option("--lora-alpha", default=16, show_default=True)
-@click.option("--lora-dropout", default=0.1, show_default=True)
-@click.option("--lora-targets", default=",".join(DEFAULT_TARGET_MODULES), show_default=True,
+@click.option("--lora-r", type=int, default=_LORA.r, show_default=True)
+@click.option("--lora-alpha", type=int, default=_LORA.alpha, show_default=True)
+@click.option("--lora-dropout", type=float, default=_LORA.dropout, show_default=True)
+@click.option("--lora-targets", default=",".join(_LORA.target_modules), show_default=True,
+              callback=lambda _ctx, _param, value: _module_list(value),
               help="Comma-separated module names that get a LoRA.")
 @click.option("--max-doc-tokens", default=512, show_default=True, help="Documents are cut to this many tokens.")
 @click.option("--max-input-tokens", default=256, show_default=True)
@@ -95,60 +106,36 @@ def _load_task_data(data: Path) -> tuple[list, list]:
                    "oversubscribed threads slow CPU training by an order of magnitude.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @cli_errors
-def train(**opts: object) -> None:
+def train(data: Path, output: Path, resume: bool, init_from: str | None, progress: bool, threads: int | None,
+          compare_baselines: bool, ae_examples: int | None, ae_dev_examples: int, ae_dev_fraction: float,
+          **options: Any) -> None:
     """Train compression embeddings + LoRA (or prompt-tuning soft tokens) end to end on a frozen LLM."""
     from commer_core.training import TrainConfig
     from commer_core.training import train as run_train
 
-    data: Path = opts.pop("data")  # type: ignore[assignment]
-    output: Path = opts.pop("output")  # type: ignore[assignment]
-    resume = bool(opts.pop("resume"))
-    init_from = opts.pop("init_from")
-    progress = bool(opts.pop("progress"))
-    threads = opts.pop("threads")
     if threads:
         import torch
 
-        torch.set_num_threads(int(threads))  # type: ignore[arg-type]
-    compare = bool(opts.pop("compare_baselines"))
-    ae_examples = opts.pop("ae_examples")
-    ae_dev = int(opts.pop("ae_dev_examples"))  # type: ignore[arg-type]
-    ae_fraction = float(opts.pop("ae_dev_fraction"))  # type: ignore[arg-type]
-    objective = str(opts["objective"])
+        torch.set_num_threads(threads)
+    objective = options["objective"]
+    if objective == "autoencode":
+        options["selection"] = "first"
     try:
-        config = TrainConfig(
-            method=str(opts["method"]), objective=objective, task=opts["task"], base_model=str(opts["base_model"]),
-            num_embeddings=int(opts["num_embeddings"]), lora_r=int(opts["lora_r"]),
-            lora_alpha=int(opts["lora_alpha"]), lora_dropout=float(opts["lora_dropout"]),
-            target_modules=tuple(t.strip() for t in str(opts["lora_targets"]).split(",") if t.strip()),
-            merge=str(opts["merge"]), max_doc_tokens=int(opts["max_doc_tokens"]),
-            docs_per_example=int(opts["docs_per_example"]), dev_docs=opts["dev_docs"],
-            min_docs_per_example=opts["min_docs"], prompt_norm=str(opts["prompt_norm"]),
-            swap_weight=float(opts["swap_weight"]), swap_margin=float(opts["swap_margin"]),
-            selection="first" if objective == "autoencode" else str(opts["selection"]),
-            raw_doc_budget=int(opts["raw_budget"]), max_input_tokens=int(opts["max_input_tokens"]),
-            max_target_tokens=int(opts["max_target_tokens"]), steps=opts["steps"], epochs=opts["epochs"],
-            batch_size=int(opts["batch_size"]), grad_accum=int(opts["grad_accum"]),
-            lr_lora=float(opts["lr_lora"]), lr_embeddings=float(opts["lr_embeddings"]),
-            lr_prompt=float(opts["lr_prompt"]), weight_decay=float(opts["weight_decay"]),
-            warmup_steps=int(opts["warmup_steps"]), max_grad_norm=float(opts["max_grad_norm"]),
-            bf16=bool(opts["bf16"]), seed=int(opts["seed"]), eval_every=int(opts["eval_every"]),
-            max_dev_examples=int(opts["max_dev_examples"]), save_every=int(opts["save_every"]),
-            device=str(opts["device"]),
-        )  # type: ignore[arg-type]
-        extra = {"data": str(data)}
+        # The remaining options are TrainConfig's fields, already typed by click.
+        config = TrainConfig(**{_CONFIG_FIELDS.get(name, name): value for name, value in options.items()})
+        extra: dict[str, Any] = {"data": str(data)}
         if objective == "autoencode":
             from commer_core.pretraining import autoencode_splits
 
             train_examples, dev_examples = autoencode_splits(
-                data, max_docs=config.docs_per_example, n_train=ae_examples, n_dev=ae_dev,
-                dev_fraction=ae_fraction, seed=config.seed)
+                data, max_docs=config.docs_per_example, n_train=ae_examples, n_dev=ae_dev_examples,
+                dev_fraction=ae_dev_fraction, seed=config.seed)
             extra["autoencode"] = {"train_examples": len(train_examples), "dev_examples": len(dev_examples),
-                                   "dev_fraction": ae_fraction}
+                                   "dev_fraction": ae_dev_fraction}
         else:
             train_examples, dev_examples = _load_task_data(data)
         result = run_train(config, train_examples, dev_examples, output, resume=resume, init_from=init_from,
-                           progress=progress, compare_baselines=compare, extra_metadata=extra)
+                           progress=progress, compare_baselines=compare_baselines, extra_metadata=extra)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; state saved in {output / 'state'}: rerun with --resume") from None
     click.echo(json.dumps({"checkpoint": str(result.checkpoint), "fingerprint": result.fingerprint,

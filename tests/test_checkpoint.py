@@ -42,6 +42,28 @@ def test_fingerprint_identifies_content(saved, tmp_path):
     assert save_checkpoint(compressor, tmp_path / "other", trained=True, training={"steps": 3}) != fp
 
 
+def test_saving_over_a_checkpoint_keeps_the_old_one_until_the_new_one_is_in_place(saved, monkeypatch):
+    import commer_core.files as files
+
+    compressor, path, fp = saved
+    real_rename = files.os.rename
+
+    def fail_on_staging(src, dst):  # the rename that would put the new checkpoint in place
+        if str(src).startswith(str(path.parent / f".{path.name}-")):
+            raise OSError("simulated failure")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", fail_on_staging)
+    with torch.no_grad():
+        compressor.compression_embeddings.add_(1.0)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(compressor, path, trained=True, training={"steps": 4})
+    monkeypatch.undo()
+    assert fingerprint(path) == fp and read_config(path)["training"] == {"steps": 3}
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no staging or aside copy left
+    assert save_checkpoint(compressor, path, trained=True, training={"steps": 4}) != fp
+
+
 def test_an_altered_file_is_refused(saved):
     _, path, _ = saved
     target = path / "compression_embeddings.safetensors"

@@ -1,0 +1,151 @@
+"""What defines a training run: :class:`TrainConfig`, its error and the run folder's names."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from commer_core.config import DEFAULT_BASE_MODEL, CompressorConfig, LoraSettings
+from commer_core.errors import CommerError
+from commer_core.merge import MERGES
+
+TRAINABLE_METHODS: tuple[str, ...] = ("commer", "prompt_tuning")
+OBJECTIVES: tuple[str, ...] = ("task", "autoencode")
+SELECTIONS: tuple[str, ...] = ("bm25", "random", "recent", "first")
+
+STATE_DIR = "state"
+CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"  # the checkpoint of the dev check that best shows personalization (see dev.best_record)
+LOG_FILE = "train_log.jsonl"
+SUMMARY_FILE = "train_summary.json"
+METHOD_FILE = "method.json"
+PROMPT_FILE = "prompt_embeddings.safetensors"
+
+# The LoRA defaults are LoraSettings' own: one place for the trainer, the CLI and the checkpoint.
+_LORA = LoraSettings()
+
+
+class TrainingError(CommerError, ValueError):
+    """A training run cannot start or resume as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (recorded in its state and checkpoint)."""
+
+    method: str = "commer"
+    objective: str = "task"
+    task: str | None = None
+    base_model: str = DEFAULT_BASE_MODEL
+    num_embeddings: int = 16
+    lora_r: int = _LORA.r
+    lora_alpha: int = _LORA.alpha
+    lora_dropout: float = _LORA.dropout
+    target_modules: tuple[str, ...] = _LORA.target_modules
+    merge: str = "mean"
+    max_doc_tokens: int = 512
+    docs_per_example: int = 8
+    # When set, each training example reads a random number of its selected documents, from this
+    # many to docs_per_example: the merge is then trained on means of as many documents as it
+    # serves (a store's prompt is the mean of all of a user's documents).
+    min_docs_per_example: int | None = None
+    dev_docs: int | None = None  # documents per dev example (default: docs_per_example)
+    prompt_norm: str = "rms"  # how compression rows are scaled for the generator (CompressorConfig.prompt_norm)
+    # Swap hinge (0: off): adds weight * mean(relu(margin - (other - own))) in nats per token, where
+    # "other" scores each example's target under the prompt of another user of the batch. The plain
+    # objective is met as well by one prompt for everyone; this term pays only for what is the user's own.
+    swap_weight: float = 0.0
+    swap_margin: float = 1.0
+    selection: str = "bm25"
+    raw_doc_budget: int = 512  # prompt tuning / raw docs: token budget of the raw documents
+    max_input_tokens: int = 256
+    max_target_tokens: int = 64
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr_lora: float = 1e-4
+    lr_embeddings: float = 1e-2
+    lr_prompt: float = 3e-2
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    seed: int = 0
+    eval_every: int = 0  # 0: dev evaluation at the end only
+    max_dev_examples: int = 64
+    save_every: int = 50  # resume state every N steps (and at the end)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_counts()
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        # Validate the compressor part now rather than after loading a model.
+        self.compressor_config()
+
+    def _check_choices(self) -> None:
+        if self.method not in TRAINABLE_METHODS:
+            raise TrainingError(
+                f"method {self.method!r} has nothing to train; trainable methods are {TRAINABLE_METHODS} "
+                "(evaluate raw_docs / none directly with `commer-pipeline evaluate --baseline`)"
+            )
+        if self.objective not in OBJECTIVES:
+            raise TrainingError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.merge not in MERGES:
+            raise TrainingError(f"merge must be one of {tuple(MERGES)}, got {self.merge!r}")
+        if self.selection not in SELECTIONS:
+            raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+
+    def _check_counts(self) -> None:
+        if self.min_docs_per_example is not None and not 1 <= self.min_docs_per_example <= self.docs_per_example:
+            raise TrainingError(f"min_docs_per_example must be in [1, docs_per_example={self.docs_per_example}], "
+                                f"got {self.min_docs_per_example}")
+        if self.steps is not None and self.epochs is not None:
+            raise TrainingError("give --steps or --epochs, not both")
+        if self.steps is not None and self.steps < 1:
+            raise TrainingError(f"steps must be >= 1, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise TrainingError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size", "grad_accum", "num_embeddings", "max_input_tokens", "max_target_tokens"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every", "swap_weight",
+                     "swap_margin"):
+            if getattr(self, name) < 0:
+                raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def eval_docs(self) -> int:
+        return self.docs_per_example if self.dev_docs is None else self.dev_docs
+
+    @property
+    def lora(self) -> LoraSettings:
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, self.target_modules)
+
+    def compressor_config(self) -> CompressorConfig:
+        return CompressorConfig(
+            base_model=self.base_model,
+            num_embeddings=self.num_embeddings,
+            lora=self.lora,
+            max_doc_tokens=self.max_doc_tokens,
+            prompt_norm=self.prompt_norm,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        per_step = self.batch_size * self.grad_accum
+        return max(1, math.ceil((self.epochs or 1.0) * n_examples / per_step))

@@ -1,0 +1,101 @@
+"""Dev checks (perplexity and personalization gap), the best check so far, and the swap hinge.
+
+The personalization gap (nats per token, another user's documents minus the user's own;
+see :mod:`commer_core.personalization`) is what shows the prompt carries *this* user: a
+perplexity below no personalization is also reached by one prompt shared by everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+# The module, not its names: commer_core.swap imports this package's leaf modules, so
+# either may be imported first (a partly initialised swap is looked up at call time).
+from commer_core import swap
+from commer_core.generator import Prefix
+from commer_core.personalization import personalization_gap
+from commer_core.training.config import TrainConfig
+from commer_core.training.examples import PreparedExample
+from commer_core.training.method_checkpoints import build_method
+from commer_core.training.methods import Method, NoPersonalization
+from commer_core.training.scoring import corpus_perplexity, score_examples
+
+DEV_KEYS = ("dev_perplexity", "dev_gap", "dev_gap_low", "dev_own_better")
+# A dev check with a larger personalization gap replaces the best one unless its dev perplexity is
+# worse by more than this factor: a gap bought by wrecking the perplexity is no gain.
+BEST_PPL_TOLERANCE = 1.1
+
+
+def dev_check(method: Method, dev_set: Sequence[PreparedExample], config: TrainConfig) -> dict[str, float]:
+    """Dev perplexity and, when the user's documents can matter, the personalization gap."""
+    own = score_examples(method, dev_set, bf16=config.bf16)
+    out = {"dev_perplexity": corpus_perplexity(own)}
+    if len({e.user_id for e in dev_set}) >= 2 and any(e.documents for e in dev_set):
+        other = score_examples(method, swap.swap_documents(dev_set, config.seed), bf16=config.bf16)
+        gap = personalization_gap(own, other, seed=config.seed)
+        out.update(dev_gap=gap.gap, dev_gap_low=gap.low, dev_own_better=gap.own_better)
+    return out
+
+
+def dev_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The step and dev keys of a history record."""
+    return {"step": record["step"], **{k: record[k] for k in DEV_KEYS if k in record}}
+
+
+def is_better(record: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Whether a dev check beats the best so far: a larger gap (at a tolerable perplexity), else a lower perplexity."""
+    if not best:
+        return True
+    ppl, best_ppl = record["dev_perplexity"], best["dev_perplexity"]
+    if "dev_gap" in record and "dev_gap" in best and record["dev_gap"] != best["dev_gap"]:
+        return record["dev_gap"] > best["dev_gap"] and ppl <= best_ppl * BEST_PPL_TOLERANCE
+    return ppl < best_ppl
+
+
+def best_record(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The dev check :func:`is_better` keeps, replayed over a run's history (so a resumed run agrees)."""
+    best: dict[str, Any] = {}
+    for record in history:
+        if "dev_perplexity" in record and is_better(record, best):
+            best = dev_summary(record)
+    return best
+
+
+def baseline_perplexities(config: TrainConfig, method: Method, dev_set: Sequence[PreparedExample]) -> dict[str, float]:
+    """Dev perplexity of the same method untrained (fresh, same seed) and of no personalization."""
+    out = {"none": corpus_perplexity(score_examples(NoPersonalization(method.generator), dev_set, bf16=config.bf16))}
+    fresh = build_method(config)  # a fresh backbone: one compressor per backbone
+    out["untrained"] = corpus_perplexity(score_examples(fresh, dev_set, bf16=config.bf16))
+    del fresh
+    return out
+
+
+def swap_partners(batch: Sequence[PreparedExample]) -> list[int] | None:
+    """For each example, the next example of the batch (cyclically) that belongs to another user; None if one user."""
+    n = len(batch)
+    partners = []
+    for i, e in enumerate(batch):
+        j = next((j % n for j in range(i + 1, i + n) if batch[j % n].user_id != e.user_id), None)
+        if j is None:
+            return None
+        partners.append(j)
+    return partners
+
+
+def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix], nll: torch.Tensor,
+               counts: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean(relu(margin - (other - own))) in nats per token, "other" being another batch user's prompt.
+
+    Reuses the batch's prompts (no extra compression): one more generator pass.
+    """
+    partners = swap_partners(batch)
+    if partners is None:
+        return nll.new_zeros(())
+    other, _ = method.generator.target_nll([prefixes[j] for j in partners], [e.input for e in batch],
+                                           [e.target for e in batch])
+    per_token = counts.clamp_min(1).float()
+    gap = (other.float() - nll.float()) / per_token
+    return torch.relu(margin - gap).mean()
