@@ -10,7 +10,7 @@ DEFAULT_BASE_MODEL = "smollm2-135m"
 # Attention projections: the LoRA target that keeps a checkpoint small (all-linear
 # LoRA r=64 on SmolLM2 is ~78 MB); override for the paper's heavier setting.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-PROMPT_NORMS = ("none", "rms")
+PROMPT_NORMS = ("none", "rms", "center")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class CompressorConfig:
     max_doc_tokens: int = 512
     hidden_size: int | None = None
     # How compression rows are scaled for the generator: "none" (the final layer's states as they
-    # are; checkpoints from before this option) or "rms" (normalised, times a learned gain).
+    # are; checkpoints from before this option), "rms" (normalised, times a learned gain) or
+    # "center" (a running mean subtracted first, a learned bias added last; see Compressor).
     prompt_norm: str = "none"
 
     def __post_init__(self) -> None:

@@ -54,9 +54,10 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--min-docs", type=int, default=None,
               help="Each training example reads a random number of its documents, from this many to "
                    "--docs-per-example, so the mean merge is trained as it is served [default: all of them].")
-@click.option("--prompt-norm", type=click.Choice(["rms", "none"]), default="rms", show_default=True,
+@click.option("--prompt-norm", type=click.Choice(["rms", "center", "none"]), default="rms", show_default=True,
               help="ComMer: RMS-normalise compression rows times a learned gain (starts at the token "
-                   "embeddings' scale), or feed final-layer states as they are.")
+                   "embeddings' scale); 'center' first subtracts a running mean of the rows and adds a "
+                   "learned bias; 'none' feeds final-layer states as they are.")
 @click.option("--swap-weight", default=0.0, show_default=True,
               help="Weight of the swap hinge: pays when another user's prompt scores this user's target "
                    "within --swap-margin nats/token of the user's own (0: off).")
