@@ -33,7 +33,8 @@ import numpy as np
 
 from commer_core.training.examples import PreparedExample, examples_digest
 from commer_core.training.methods import Method
-from commer_core.training.scoring import autocast, batches, score_examples
+from commer_core.personalization import personalization_gap
+from commer_core.training.scoring import autocast, batches, corpus_perplexity, perplexity, score_examples
 
 #: Personalization columns of a summary row (None for methods that read no documents, or --no-swap).
 GAP_FIELDS = ("other_perplexity", "mean_prompt_perplexity", "gap", "gap_low", "gap_high", "own_better")
@@ -147,18 +148,16 @@ def _controls(method: Method, examples: Sequence[PreparedExample], own: list[tup
 
 def gap_columns(recs: Sequence[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
     """The personalization columns of one summary row from its records (all None without ``nll_other``)."""
-    from commer_core.personalization import personalization_gap
-
     out: dict[str, Any] = dict.fromkeys(GAP_FIELDS)
     if not recs or any("nll_other" not in r for r in recs):
         return out
-    tokens = max(sum(r["n_tokens"] for r in recs), 1)
     own = [(r["nll"], r["n_tokens"]) for r in recs]
-    gap = personalization_gap(own, [(r["nll_other"], r["n_tokens"]) for r in recs], seed=seed)
-    out.update(other_perplexity=math.exp(sum(r["nll_other"] for r in recs) / tokens), gap=gap.gap,
+    other = [(r["nll_other"], r["n_tokens"]) for r in recs]
+    gap = personalization_gap(own, other, seed=seed)
+    out.update(other_perplexity=corpus_perplexity(other), gap=gap.gap,
                gap_low=gap.low, gap_high=gap.high, own_better=gap.own_better)
     if all("nll_mean" in r for r in recs):
-        out["mean_prompt_perplexity"] = math.exp(sum(r["nll_mean"] for r in recs) / tokens)
+        out["mean_prompt_perplexity"] = corpus_perplexity([(r["nll_mean"], r["n_tokens"]) for r in recs])
     return out
 
 
@@ -176,8 +175,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "label": label, "method": recs[0]["method"], "k": recs[0]["k"], "budget": recs[0]["budget"],
             "n_docs": n_docs, "n_examples": len(recs),
-            "perplexity": math.exp(nll / max(tokens, 1)),
-            "mean_example_perplexity": float(np.mean([math.exp(r["nll"] / max(r["n_tokens"], 1)) for r in recs])),
+            "perplexity": perplexity(nll, tokens),
+            "mean_example_perplexity": float(np.mean([perplexity(r["nll"], r["n_tokens"]) for r in recs])),
             "mean_nll_per_token": nll / max(tokens, 1),
             "rouge1": float(np.mean([r["rouge1"] for r in gen])) if gen else None,
             "rougeL": float(np.mean([r["rougeL"] for r in gen])) if gen else None,
