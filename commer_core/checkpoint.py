@@ -8,7 +8,8 @@ Layout::
                                           d-wide prompt_gain when prompt_norm is "rms"
     adapter/adapter_model.safetensors     the LoRA (PEFT's own layout, loadable by PEFT)
     adapter/adapter_config.json
-    checksums.json                        sha256 of every file above
+    checksums.json                        sha256 of every file above: exactly the files present,
+                                          only .json, .safetensors and .md (see :func:`verify`)
 
 The fingerprint is the sha256 of ``checksums.json``: it changes when any file
 does, and a file altered after saving is caught on load. No pickle anywhere.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,30 +132,86 @@ def fingerprint(path: str | Path) -> str:
     return hashlib.sha256((Path(path) / CHECKSUMS_FILE).read_bytes()).hexdigest()
 
 
+#: File formats a checkpoint may hold: JSON, safetensors and PEFT's adapter README. Anything
+#: else (``.bin``, ``.pt``, ``.pkl``: pickles) is refused by name, even when listed.
+ALLOWED_SUFFIXES = (".json", ".safetensors", ".md")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def verify(path: str | Path) -> None:
-    """Raise CheckpointError naming the first file that is missing or was altered."""
+    """Raise CheckpointError unless ``checksums.json`` lists exactly the files present, each unaltered.
+
+    Checked in this order, each failure naming the file: ``checksums.json`` is a JSON object of
+    relative path -> sha256 hex string; no file present or listed has a format outside
+    :data:`ALLOWED_SUFFIXES`; every file present is listed; every listed file is present;
+    every file's sha256 matches. Names are checked before anything is hashed.
+    """
     path = Path(path)
     sums_file = path / CHECKSUMS_FILE
     if not sums_file.is_file():
         raise CheckpointError(f"{path} is not a commer checkpoint (no {CHECKSUMS_FILE})")
-    expected = json.loads(sums_file.read_text())
-    actual = _file_checksums(path)
-    for name, sha in expected.items():
-        if name not in actual:
-            raise CheckpointError(f"checkpoint {path}: file {name} is missing")
-        if actual[name] != sha:
-            raise CheckpointError(f"checkpoint {path}: file {name} was altered (sha256 mismatch)")
-    extra = sorted(set(actual) - set(expected))
+    expected = _read_checksums(sums_file)
+    present = _checkpoint_files(path)
+    refused = sorted(n for n in set(present) | set(expected) if not n.endswith(ALLOWED_SUFFIXES))
+    if refused:
+        raise CheckpointError(f"checkpoint {path}: file {path / refused[0]} has a format that is not allowed "
+                              f"(only {', '.join(ALLOWED_SUFFIXES)}; no pickles); refused: {refused}")
+    extra = sorted(set(present) - set(expected))
     if extra:
-        raise CheckpointError(f"checkpoint {path}: unexpected files {extra}")
+        raise CheckpointError(f"checkpoint {path}: file {path / extra[0]} is not listed in {sums_file}; "
+                              f"unlisted: {extra}")
+    for name, sha in sorted(expected.items()):
+        if name not in present:
+            raise CheckpointError(f"checkpoint {path}: file {path / name} is listed in {sums_file} but missing")
+        if _sha256(present[name]) != sha:
+            raise CheckpointError(f"checkpoint {path}: file {path / name} was altered (sha256 mismatch)")
+
+
+def _read_checksums(sums_file: Path) -> dict[str, str]:
+    """``checksums.json`` as {relative path: sha256}, or one CheckpointError naming it."""
+    try:
+        expected = json.loads(sums_file.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{sums_file}: not readable JSON ({exc})") from exc
+    if not isinstance(expected, dict) or not expected:
+        raise CheckpointError(f"{sums_file}: must be a non-empty JSON object of file name -> sha256, "
+                              f"got {type(expected).__name__}")
+    for name, sha in expected.items():
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise CheckpointError(f"{sums_file}: entry {name!r} is not a sha256 hex string: {sha!r}")
+        parts = name.split("/")
+        if name == CHECKSUMS_FILE or name.startswith("/") or "" in parts or "." in parts or ".." in parts:
+            raise CheckpointError(f"{sums_file}: entry {name!r} is not a file path inside the checkpoint")
+    return expected
+
+
+def _checkpoint_files(root: Path) -> dict[str, Path]:
+    """Every file under ``root`` but its own ``checksums.json``, by relative POSIX path.
+
+    A ``checksums.json`` in a subdirectory is an ordinary file (it must be listed). An entry
+    that is neither a regular file nor a directory (a symlinked directory, a dangling link,
+    a socket) is refused: it could hide files from the listing.
+    """
+    files = {}
+    for f in sorted(root.rglob("*")):
+        name = f.relative_to(root).as_posix()
+        if (f.is_symlink() and f.is_dir()) or not (f.is_file() or f.is_dir()):
+            raise CheckpointError(f"checkpoint {root}: {f} is not a regular file or directory")
+        if f.is_file() and name != CHECKSUMS_FILE:
+            files[name] = f
+    return files
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _file_checksums(root: Path) -> dict[str, str]:
-    return {
-        f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(root.rglob("*"))
-        if f.is_file() and f.name != CHECKSUMS_FILE
-    }
+    return {name: _sha256(f) for name, f in _checkpoint_files(root).items()}
 
 
 def _write_checksums(root: Path) -> None:

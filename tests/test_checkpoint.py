@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -88,3 +89,65 @@ def test_a_different_base_model_is_refused(saved, tmp_path):
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not a commer checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def _resum(path, edit):
+    """Rewrite checksums.json through ``edit`` (a function of the {name: sha256} dict)."""
+    sums = path / "checksums.json"
+    sums.write_text(json.dumps(edit(json.loads(sums.read_text()))))
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"x"', "{}", '{"commer_config.json": 3}', "{not json"])
+def test_a_checksums_file_that_is_not_an_object_of_sha256_strings_is_refused_naming_it(saved, content):
+    _, path, _ = saved
+    (path / "checksums.json").write_text(content)
+    with pytest.raises(CheckpointError, match=re.escape(str(path / "checksums.json"))):
+        read_config(path)
+
+
+def test_a_pickle_file_is_refused_by_name_even_when_listed(saved):
+    import hashlib
+
+    _, path, _ = saved
+    for suffix in (".bin", ".pt", ".pkl"):
+        bad = path / "adapter" / f"adapter_model{suffix}"
+        bad.write_bytes(b"\x80\x04pickled")
+        _resum(path, lambda s, bad=bad: {**s, f"adapter/{bad.name}": hashlib.sha256(bad.read_bytes()).hexdigest()})
+        with pytest.raises(CheckpointError, match=re.escape(str(bad)) + ".*not allowed"):
+            read_config(path)
+        bad.unlink()
+        _resum(path, lambda s, bad=bad: {k: v for k, v in s.items() if k != f"adapter/{bad.name}"})
+    read_config(path)  # back to the saved files: accepted
+
+
+def test_checksums_must_list_exactly_the_files_present(saved):
+    _, path, _ = saved
+    real = json.loads((path / "checksums.json").read_text())
+    _resum(path, lambda s: {k: v for k, v in s.items() if k != "adapter/adapter_config.json"})
+    with pytest.raises(CheckpointError, match=re.escape(str(path / "adapter/adapter_config.json")) + " is not listed"):
+        read_config(path)
+    (path / "adapter" / "checksums.json").write_text("{}")  # not the checkpoint's own: an ordinary file
+    _resum(path, lambda s: real)
+    with pytest.raises(CheckpointError, match=re.escape(str(path / "adapter/checksums.json")) + " is not listed"):
+        read_config(path)
+    (path / "adapter" / "checksums.json").unlink()
+    _resum(path, lambda s: {**real, "extra.json": "0" * 64})
+    with pytest.raises(CheckpointError, match=re.escape(str(path / "extra.json")) + " is listed .* but missing"):
+        read_config(path)
+
+
+def test_the_compress_launch_check_refuses_a_bad_checksums_file(saved):
+    from pipelines.plan import CompressError, load_checkpoint_config
+
+    _, path, _ = saved
+    assert load_checkpoint_config(str(path)).config["trained"] is True
+    (path / "checksums.json").write_text("[]")
+    with pytest.raises(CompressError, match="checksums.json"):
+        load_checkpoint_config(str(path))
+
+
+def test_the_bundled_checkpoint_passes_the_strict_check():
+    from commer_core.checkpoint import verify
+    from commer_core.defaults import default_checkpoint_path
+
+    verify(default_checkpoint_path())
