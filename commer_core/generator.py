@@ -18,9 +18,15 @@ import torch
 from torch import nn
 
 from commer_core.compressor import Compressor
+from commer_core.errors import CommerError
 from commer_core.task_format import TaskFormat
 
 Prefix = torch.Tensor | None  # (p, d) soft vectors placed before the input tokens
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+class GenerationError(CommerError, ValueError):
+    """A row the generator refuses: an empty input, or one that does not fit the model's positions."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,37 @@ class Generator:
     @property
     def device(self) -> torch.device:
         return self.compressor.device
+
+    @property
+    def max_positions(self) -> int | None:
+        """The backbone's position limit (``max_position_embeddings``), None if its config names none."""
+        limit = getattr(self.compressor.backbone.model.config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def input_budget(self, prefix: Prefix, max_new_tokens: int) -> int | None:
+        """Most formatted input tokens a row may hold: max positions - head - prefix - max_new_tokens."""
+        if self.max_positions is None:
+            return None
+        prefix_len = 0 if prefix is None else int(prefix.shape[0])
+        return self.max_positions - len(self.format.head_ids) - prefix_len - max_new_tokens
+
+    def _check_rows(self, prefixes: Sequence[Prefix], inputs: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+        """Formatted ids of the inputs; refuses an empty input or a row past the position limit.
+
+        :class:`~commer_core.serving.PersonalizedLM` rejects or truncates such rows first (per row);
+        this guard keeps a direct caller from a shape error or an unbounded forward.
+        """
+        for i, text in enumerate(inputs):
+            if not isinstance(text, str) or not text.strip():
+                raise GenerationError(f"row {i}: input is empty or not a string ({text!r:.40})")
+        ids = self.format.input_ids(inputs)
+        for i, (prefix, row) in enumerate(zip(prefixes, ids)):
+            budget = self.input_budget(prefix, max_new_tokens)
+            if budget is not None and len(row) > budget:
+                raise GenerationError(
+                    f"row {i}: input is {len(row)} tokens, over its budget of {budget} (max positions "
+                    f"{self.max_positions} - head - prefix - max_new_tokens {max_new_tokens})")
+        return ids
 
     def _embed_rows(
         self, prefixes: Sequence[Prefix], pieces: Sequence[list[int]], *, left_pad: bool
@@ -135,7 +172,7 @@ class Generator:
         prefixes: Sequence[Prefix],
         inputs: Sequence[str],
         *,
-        max_new_tokens: int = 32,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -145,11 +182,13 @@ class Generator:
         """New token ids per row (eos included when reached), greedy or sampled, with a KV cache.
 
         Each row may carry a different prefix. Rows are left-padded and positions count real tokens only, so a row
-        decodes the same alone or in a batch.
+        decodes the same alone or in a batch. An empty input, or a row whose head + prefix + input +
+        ``max_new_tokens`` exceeds the model's positions, raises :class:`GenerationError` before any forward.
         """
         if not inputs:
             return []
-        embeds, mask = self._embed_rows(prefixes, self.format.input_ids(inputs), left_pad=True)
+        ids = self._check_rows(prefixes, inputs, max_new_tokens)
+        embeds, mask = self._embed_rows(prefixes, ids, left_pad=True)
         gen = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         eos = self.tokenizer.eos_token_id
         n = len(inputs)

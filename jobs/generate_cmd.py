@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 @click.option("--requests", "requests_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Batch mode: a Parquet file with columns user_id, input.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Batch mode: Parquet file to write (user_id, input, output, error, new_tokens, latency_s).")
+              help="Batch mode: Parquet file to write (user_id, input, output, error, truncated, personalized, "
+                   "new_tokens, latency_s).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--sample/--greedy", default=False, show_default=True, help="Sample instead of greedy decoding.")
@@ -45,7 +46,9 @@ def generate(store_uri: str, checkpoint: Path, user_id: str | None, input_text: 
     """Generate text for users from their stored soft prompts.
 
     One request: --user U --input TEXT (prints the output). Batch: --requests IN.parquet
-    --output OUT.parquet. An unknown user fails only its own row.
+    --output OUT.parquet. An unknown user or a null or empty input fails only its own row; an
+    input longer than the model's positions allow is cut to its first tokens and flagged
+    (column ``truncated``; a warning on stderr for one request).
     """
     single = user_id is not None or input_text is not None
     if single == (requests_path is not None):
@@ -66,12 +69,17 @@ def generate(store_uri: str, checkpoint: Path, user_id: str | None, input_text: 
         response = responses[0]
         if response.error:
             raise click.ClickException(response.error)
+        if response.truncated:
+            click.echo("warning: the input is longer than the model's positions allow; only its first tokens "
+                       "were read", err=True)
         click.echo(response.output)
         return
     _write_responses(responses, output_path)
     failed = sum(r.error is not None for r in responses)
+    cut = sum(r.truncated for r in responses)
     tokens = sum(r.new_tokens for r in responses)
-    click.echo(f"wrote {len(responses)} rows to {output_path} ({failed} errors, {tokens} new tokens)", err=True)
+    click.echo(f"wrote {len(responses)} rows to {output_path} ({failed} errors, {cut} inputs truncated, "
+               f"{tokens} new tokens)", err=True)
     if failed == len(responses):
         sys.exit(1)
 
@@ -90,6 +98,8 @@ def _answer(lm: "PersonalizedLM", requests: Sequence["Request"], batch_size: int
 
 
 def _read_requests(path: Path) -> list["Request"]:
+    """Rows of a requests file; a null user_id or input is kept, to be answered with a per-row error."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from commer_core.serving import Request
@@ -101,10 +111,11 @@ def _read_requests(path: Path) -> list["Request"]:
     missing = [c for c in ("user_id", "input") if c not in table.column_names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; requests need user_id and input")
+    for name in ("user_id", "input"):
+        kind = table.schema.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise ValueError(f"{path}: column {name} is {kind}; requests need string columns user_id and input")
     rows = table.select(["user_id", "input"]).to_pylist()
-    for i, row in enumerate(rows):
-        if not isinstance(row["user_id"], str) or not isinstance(row["input"], str):
-            raise ValueError(f"{path}: row {i}: user_id and input must be non-null strings")
     return [Request(r["user_id"], r["input"]) for r in rows]
 
 
@@ -115,7 +126,8 @@ def _write_responses(responses: Sequence["Response"], path: Path) -> None:
     import pyarrow.parquet as pq
 
     schema = pa.schema([("user_id", pa.string()), ("input", pa.string()), ("output", pa.string()),
-                        ("error", pa.string()), ("personalized", pa.bool_()), ("new_tokens", pa.int32()),
+                        ("error", pa.string()), ("truncated", pa.bool_()), ("personalized", pa.bool_()),
+                        ("new_tokens", pa.int32()),
                         ("latency_s", pa.float64())])
     rows = [dataclasses.asdict(r) for r in responses]
     path.parent.mkdir(parents=True, exist_ok=True)

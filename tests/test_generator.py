@@ -94,3 +94,21 @@ def test_task_format_separates_input_from_target(tiny_backbone):
     plain = TaskFormat.for_tokenizer(Plain())
     assert not plain.chat and plain.head_ids == [7]
     assert plain.input_ids(["ab"]) == [[97, 98, 10]]
+
+
+def test_the_generator_refuses_empty_and_overlong_inputs_before_any_forward(tiny_backbone):
+    import pytest
+
+    from commer_core.generator import GenerationError
+
+    gen = Generator(make_compressor(tiny_backbone))
+    assert gen.max_positions == 2048
+    with pytest.raises(GenerationError, match="row 1: input is empty"):
+        gen.generate_ids([None, None], ["Hi", ""], max_new_tokens=4)
+    with pytest.raises(GenerationError, match="row 0: input is empty"):
+        gen.generate_ids([None], ["  \n"], max_new_tokens=4)
+    prefix = torch.zeros(4, tiny_backbone.hidden_size)
+    fits = "x " * 1000  # about 1000 tokens: fits with 4 new tokens, not with 1500
+    assert len(gen.generate_ids([prefix], [fits], max_new_tokens=4)[0]) > 0
+    with pytest.raises(GenerationError, match="row 0: input is .* tokens, over its budget"):
+        gen.generate_ids([prefix], [fits], max_new_tokens=1500)

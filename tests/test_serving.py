@@ -99,3 +99,62 @@ def test_generate_cli_single_and_batch(served, tmp_path):
     assert [r["user_id"] for r in table] == ["bob", "zed"]
     assert table[0]["output"] is not None and table[0]["error"] is None and table[0]["new_tokens"] > 0
     assert table[1]["output"] is None and "unknown user" in table[1]["error"]
+
+
+LONG = "Summarize: " + "word " * 20_000  # ~20k tokens; the tiny backbone has 2048 positions
+
+
+def test_empty_null_and_overlong_inputs_get_per_row_errors_or_a_truncated_flag(served):
+    lm = PersonalizedLM.open(served / "store", served / "ck")
+    requests = [Request("alice", "Hi"), Request("alice", ""), Request("bob", "   "), Request("bob", None),
+                Request(None, "Hi"), Request("carol", LONG), Request("mallory", ""), Request("bob", "Tell me")]
+    for fallback in ("error", "none"):
+        rows = lm.generate(requests, batch_size=8, max_new_tokens=4, fallback=fallback)
+        errors = [r.error for r in rows[1:5]]
+        assert errors == ["input is empty", "input is empty", "input is null", "user_id is null"]
+        assert all(r.output is None and not r.truncated for r in rows[1:5])
+        assert rows[6].output is None and rows[6].error  # unknown user or empty input: an error either way
+        for good in (rows[0], rows[7]):
+            assert good.error is None and not good.truncated and good.new_tokens > 0
+            assert good.output == lm.generate([requests[rows.index(good)]], max_new_tokens=4)[0].output
+        long = rows[5]
+        assert long.error is None and long.truncated and long.input == LONG and long.output is not None
+
+
+def test_an_overlong_input_keeps_its_first_tokens_within_the_budget(served):
+    lm = PersonalizedLM.open(served / "store", served / "ck")
+    prefix = lm.prompts(["carol"])["carol"]
+    budget = lm.generator.input_budget(prefix, 16)
+    assert budget == 2048 - prefix.shape[0] - 16  # no BOS head with a chat template
+    text, truncated, error = lm.fit_input(LONG, prefix, 16)
+    assert truncated and error is None and LONG.startswith(text) and text.startswith("Summarize: word")
+    assert budget - 3 <= len(lm.generator.format.input_ids([text])[0]) <= budget
+    assert lm.fit_input("Hi", prefix, 16) == ("Hi", False, None)
+    assert lm.fit_input("Hi", prefix, 4096)[2].startswith("no room for an input")
+    # what the cut row generates is what the cut text generates alone
+    row = lm.generate([Request("carol", LONG)], max_new_tokens=16)[0]
+    assert row.truncated and row.output == lm.generator.generate([prefix], [text], max_new_tokens=16)[0]
+
+
+def test_generate_cli_writes_per_row_errors_and_the_truncated_flag(served, tmp_path):
+    runner = CliRunner()
+    base = ["generate", "--store", str(served / "store"), "--checkpoint", str(served / "ck"), "--max-new-tokens", "4"]
+    empty = runner.invoke(cli, [*base, "--user", "alice", "--input", ""])
+    assert empty.exit_code != 0 and "input is empty" in empty.output
+    long = runner.invoke(cli, [*base, "--user", "alice", "--input", LONG])
+    assert long.exit_code == 0, long.output
+    assert "only its first tokens were read" in long.stderr
+    requests = tmp_path / "req.parquet"
+    pq.write_table(pa.Table.from_pylist([{"user_id": "bob", "input": "Hi"}, {"user_id": "bob", "input": ""},
+                                         {"user_id": "bob", "input": None}, {"user_id": None, "input": "Hi"},
+                                         {"user_id": "alice", "input": LONG}]), requests)
+    out = tmp_path / "out.parquet"
+    batch = runner.invoke(cli, [*base, "--requests", str(requests), "--output", str(out)])
+    assert batch.exit_code == 0, batch.output
+    table = pq.read_table(out)
+    assert "truncated" in table.column_names
+    rows = table.to_pylist()
+    assert [r["error"] for r in rows] == [None, "input is empty", "input is null", "user_id is null", None]
+    assert [r["truncated"] for r in rows] == [False, False, False, False, True]
+    assert rows[0]["output"] is not None and rows[4]["output"] is not None
+    assert "3 errors, 1 inputs truncated" in batch.stderr
