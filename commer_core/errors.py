@@ -12,6 +12,7 @@ class                                  domain                      also a
 ``commer_core.store.StoreError``       reading a committed store   ValueError
 ``commer_core.data.DataFormatError``   official dataset files      ValueError
 ``commer_core.training.TrainingError`` training config / state     ValueError
+``commer_core.generator.GenerationError`` a generation input        ValueError
 ``pipelines.read_corpus.CorpusReadError`` reading input corpora    IOError
 ``pipelines.compress.CompressError``   the compress job            RuntimeError
 ``pipelines.commit.CommitError``       committing a store version  RuntimeError
