@@ -9,7 +9,7 @@ import re
 import pytest
 
 from commer_core.data.lamp import load_lamp
-from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, _SLOTS, _TWEETS, make_personas,
+from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, make_personas,
                                    styled_profile, write_synthetic_lamp)
 
 # Generic words of the neutral input -> the fact values that must then be predictable from the profile.
@@ -61,7 +61,7 @@ def test_no_single_profile_item_shows_the_whole_style_but_the_profile_does():
     for split in ("train", "dev"):
         for persona in make_personas(30, seed=2, split=split):
             rng = random.Random(persona.user)
-            texts = [t.replace("{", "").replace("}", "") for t in rng.sample(_TWEETS, 12)]
+            texts = [t.replace("{", "").replace("}", "") for t in rng.sample(TWEETS, 12)]
             shown = [applied for _, applied in styled_profile(persona, texts, rng)]
             assert all(applied < persona.features() for applied in shown)
             # A feature shows where the text lets it (abbreviations need their words): twice when it can.
@@ -92,5 +92,20 @@ def test_each_question_fact_is_stated_in_two_profile_items_and_the_gold(tmp_path
 
 
 def test_slot_generic_words_are_covered_by_the_test_map():
-    for task, slots in _SLOTS.items():
+    for task, slots in SLOTS.items():
         assert {generic for generic, _ in slots.values()} == set(_GENERIC_FACTS[task])
+
+
+def test_generation_does_not_depend_on_the_string_hash_seed(tmp_path):
+    """A pure function of the seed across processes: set iteration order changes with PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        code = f"from commer_core.synthetic import write_synthetic_lamp; write_synthetic_lamp({str(out)!r}, users={{'train': 3, 'dev': 3}})"
+        subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        outputs.append([(out / s / f"{s}_{kind}.json").read_bytes() for s in ("train", "dev") for kind in ("questions", "outputs")])
+    assert outputs[0] == outputs[1]
