@@ -11,6 +11,9 @@ DEFAULT_BASE_MODEL = "smollm2-135m"
 # LoRA r=64 on SmolLM2 is ~78 MB); override for the paper's heavier setting.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 PROMPT_NORMS = ("none", "rms", "center")
+PROMPT_POSITIONS = ("turn", "start")
+# What new training and the untrained baselines use; a checkpoint without the field was trained with "start".
+DEFAULT_PROMPT_POSITION = "turn"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class CompressorConfig:
     # are; checkpoints from before this option), "rms" (normalised, times a learned gain) or
     # "center" (a running mean subtracted first, a learned bias added last; see Compressor).
     prompt_norm: str = "none"
+    # Where the generator puts the prompt in a chat layout: "turn" (inside the user turn, before the
+    # input) or "start" (before everything: checkpoints from before this option). See task_format.
+    prompt_position: str = "start"
 
     def __post_init__(self) -> None:
         if not self.base_model:
@@ -61,6 +67,8 @@ class CompressorConfig:
             raise ValueError(f"num_embeddings (k) must be in [1, 1024], got {self.num_embeddings}")
         if self.max_doc_tokens < 1:
             raise ValueError(f"max_doc_tokens must be >= 1, got {self.max_doc_tokens}")
+        if self.prompt_position not in PROMPT_POSITIONS:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {self.prompt_position!r}")
         if self.prompt_norm not in PROMPT_NORMS:
             raise ValueError(f"prompt_norm must be one of {PROMPT_NORMS}, got {self.prompt_norm!r}")
         if isinstance(self.lora, dict):

@@ -48,7 +48,7 @@ class Generator:
         self.compressor = compressor
         self.tokenizer = compressor.tokenizer
         self.model = compressor.peft_model
-        self.format = TaskFormat.for_tokenizer(self.tokenizer)
+        self.format = TaskFormat.for_tokenizer(self.tokenizer, compressor.config.prompt_position)
 
     @contextlib.contextmanager
     def frozen_base(self) -> Iterator[nn.Module]:

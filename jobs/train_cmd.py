@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from commer_core.config import DEFAULT_BASE_MODEL, LoraSettings
+from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, PROMPT_POSITIONS, LoraSettings
 from jobs.errors import cli_errors
 
 _LORA = LoraSettings()  # the LoRA defaults, written once (TrainConfig takes the same)
@@ -54,6 +54,10 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--min-docs", type=int, default=None,
               help="Each training example reads a random number of its documents, from this many to "
                    "--docs-per-example, so the mean merge is trained as it is served [default: all of them].")
+@click.option("--prompt-position", type=click.Choice(list(PROMPT_POSITIONS)), default=DEFAULT_PROMPT_POSITION,
+              show_default=True, help="Chat backbones: the prompt inside the user turn, before the input ('turn'), "
+                                      "or before the whole chat text ('start', where the first token's attention-sink "
+                                      "role makes it hard to read).")
 @click.option("--prompt-norm", type=click.Choice(["rms", "center", "none"]), default="rms", show_default=True,
               help="ComMer: RMS-normalise compression rows times a learned gain (starts at the token "
                    "embeddings' scale); 'center' first subtracts a running mean of the rows and adds a "

@@ -78,11 +78,16 @@ def test_task_format_separates_input_from_target(tiny_backbone):
     from commer_core.task_format import TaskFormat
 
     tok = tiny_backbone.tokenizer
-    chat = TaskFormat.for_tokenizer(tok)
-    assert chat.chat and chat.head_ids == []
-    text = tok.decode(chat.input_ids(["my hobby"])[0])
+    start = TaskFormat.for_tokenizer(tok, "start")
+    assert start.chat and start.head_ids == []
+    text = tok.decode(start.input_ids(["my hobby"])[0])
     assert text.startswith("<|im_start|>") and text.rstrip().endswith("assistant")
-    assert chat.target_ids(["Honestly,"])[0][-1] == tok.eos_token_id
+    assert start.target_ids(["Honestly,"])[0][-1] == tok.eos_token_id
+    # "turn": the prompt sits inside the user turn, and head + input is exactly the chat text
+    turn = TaskFormat.for_tokenizer(tok, "turn")
+    assert tok.decode(turn.head_ids).endswith("<|im_start|>user\n")
+    full = tok.apply_chat_template([{"role": "user", "content": "my hobby"}], tokenize=False, add_generation_prompt=True)
+    assert turn.head_ids + turn.input_ids(["my hobby"])[0] == tok(full, add_special_tokens=False)["input_ids"]
 
     class Plain:  # a tokenizer without a chat template, with a BOS of its own
         chat_template = None

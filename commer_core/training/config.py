@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from commer_core.config import DEFAULT_BASE_MODEL, CompressorConfig, LoraSettings
+from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, CompressorConfig, LoraSettings
 from commer_core.errors import CommerError
 from commer_core.merge import MERGES
 
@@ -53,6 +53,7 @@ class TrainConfig:
     min_docs_per_example: int | None = None
     dev_docs: int | None = None  # documents per dev example (default: docs_per_example)
     prompt_norm: str = "rms"  # how compression rows are scaled for the generator (CompressorConfig.prompt_norm)
+    prompt_position: str = DEFAULT_PROMPT_POSITION  # where the generator reads the prompt (CompressorConfig)
     # Swap hinge (0: off): adds weight * mean(relu(margin - (other - own))) in nats per token, where
     # "other" scores each example's target under the prompt of another user of the batch. The plain
     # objective is met as well by one prompt for everyone; this term pays only for what is the user's own.
@@ -132,6 +133,7 @@ class TrainConfig:
             lora=self.lora,
             max_doc_tokens=self.max_doc_tokens,
             prompt_norm=self.prompt_norm,
+            prompt_position=self.prompt_position,
         )
 
     def to_dict(self) -> dict[str, Any]:

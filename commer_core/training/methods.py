@@ -20,7 +20,7 @@ from torch import nn
 
 from commer_core.backbone import Backbone
 from commer_core.compressor import Compressor, draw_soft_tokens
-from commer_core.config import CompressorConfig, LoraSettings
+from commer_core.config import DEFAULT_PROMPT_POSITION, CompressorConfig, LoraSettings
 from commer_core.generator import Generator, Prefix
 from commer_core.merge import MERGES
 from commer_core.training.config import TrainConfig
@@ -205,5 +205,6 @@ class NoPersonalization(Method):
 
 def generator_only(backbone: Backbone) -> Generator:
     """A generator on a backbone for the untrained baselines (the LoRA it carries is never enabled)."""
-    config = CompressorConfig(base_model=backbone.name, num_embeddings=1, lora=LoraSettings(r=1, alpha=1, dropout=0.0))
+    config = CompressorConfig(base_model=backbone.name, num_embeddings=1, lora=LoraSettings(r=1, alpha=1, dropout=0.0),
+                              prompt_position=DEFAULT_PROMPT_POSITION)
     return Generator(Compressor(backbone, config))
