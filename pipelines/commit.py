@@ -7,21 +7,38 @@ Protocol (any Beam filesystem: local, gs://, s3://):
 2. after the pipeline has finished, :func:`staged_counts` reads the staged footers
    (row counts) and the ``n_docs`` column, which the launcher checks against the
    job's metrics (rows read = documents + dead letters);
-3. :func:`commit` writes the version's ``_MANIFEST.json`` (temp name, then rename),
-   then replaces ``OUTPUT/LATEST`` (temp name, then rename) with the version's name:
-   that single replacement is the commit. Older versions beyond ``keep_versions``
-   and abandoned (manifest-less) older ones are removed afterwards.
+3. :func:`commit` is a compare-and-swap on ``OUTPUT/LATEST`` (:func:`swap_latest`): under
+   the store's commit lock it checks that ``LATEST`` still names the version the run read
+   at launch (``expected_latest``), writes the version's ``_MANIFEST.json`` (temp name,
+   then rename), then replaces ``LATEST`` (temp name, then rename) with the version's
+   name: that single replacement is the commit. If another run committed in between, the
+   run fails with :class:`LatestMovedError` and writes nothing (its launcher removes the
+   staged version). Still under the lock, older committed versions beyond
+   ``keep_versions`` are removed, and uncommitted (manifest-less) versions only once
+   nothing has been written into them for :data:`STALE_UNCOMMITTED_SECONDS`: a fresh one
+   may be a concurrent run's, still being written.
 
 No step touches the previous version's files, so a run killed at any point leaves
 the previous committed store readable and unchanged; its leftovers are an unreferenced
-``v-*`` directory, which the next successful run removes.
+``v-*`` directory, which a successful run removes once it is a day old.
+
+The lock (:func:`commit_lock`) is an ``flock`` on ``OUTPUT/LATEST.lock`` on local (and
+NFS/POSIX) filesystems: the kernel releases it when its holder dies, so a killed run never
+leaves a stale lock. Object stores (gs://, s3://) have no lock and no atomic rename here:
+the check and the write of ``LATEST`` are two requests, and two runs committing within
+the same moment can still both succeed (the later one wins). :func:`swap_latest` is the one
+place to give them a conditional write (generation / If-Match preconditions).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -55,8 +72,24 @@ log = logging.getLogger(__name__)
 PARQUET_CODEC = "zstd"
 
 
+#: An uncommitted (manifest-less) version directory is removed by another run's pruning only
+#: once nothing was written into it for this long (its name's start time and its files' times):
+#: younger, it may be a concurrent run still computing. Generous on purpose: a leftover costs
+#: space only; a run that spends longer than this between two writes must use another --output.
+STALE_UNCOMMITTED_SECONDS = 24 * 3600
+
+#: The commit lock's file, beside LATEST (local filesystems only).
+LOCK_NAME = LATEST_NAME + ".lock"
+#: How long a commit waits for another run's commit (and pruning) to release the lock.
+LOCK_WAIT_SECONDS = 300.0
+
+
 class CommitError(CommerError, RuntimeError):
     """The output could not be committed; the directory holds no (new) manifest."""
+
+
+class LatestMovedError(CommitError):
+    """Another run committed into the same store after this run read ``LATEST`` at launch."""
 
 
 @dataclass(frozen=True)
@@ -206,21 +239,105 @@ def staged_counts(area: StagingArea) -> dict[str, int]:
     }
 
 
-def commit(area: StagingArea, manifest: StoreManifest, keep_versions: int = KEEP_VERSIONS) -> list[str]:
-    """Write the version's manifest, then point ``LATEST`` at it; returns the version's files."""
+def commit(area: StagingArea, manifest: StoreManifest, keep_versions: int = KEEP_VERSIONS, *,
+           expected_latest: str | None) -> list[str]:
+    """Compare-and-swap ``LATEST`` from ``expected_latest`` (what it named at launch: None for no
+    store, "" for a flat one) to this version, writing the manifest first; returns the version's files.
+
+    Raises :class:`LatestMovedError` (nothing written) when another run committed meanwhile.
+    """
     files = area.embedding_files() + area.document_files() + area.dead_letter_files()
     if not area.embedding_files():
         raise CommitError(f"nothing staged under {area.root}: the pipeline wrote no embeddings file")
     pause_point("before_manifest")
+    swap_latest(area, manifest, expected_latest, keep_versions)
+    return files
+
+
+def swap_latest(area: StagingArea, manifest: StoreManifest, expected_latest: str | None, keep_versions: int) -> None:
+    """The commit itself, the one place that moves ``LATEST``: under :func:`commit_lock`, check
+    that ``LATEST`` still names ``expected_latest``, write the manifest, replace ``LATEST``,
+    then prune old versions (still under the lock, so no prune sees a half-made commit)."""
     try:
-        previous = read_latest(area.output)
-        _write_atomically(FileSystems.join(area.root, MANIFEST_NAME), manifest.to_json(), area.run_id)
-        pause_point("before_latest")
-        _write_atomically(FileSystems.join(area.output, LATEST_NAME), area.version + "\n", area.run_id)
+        with commit_lock(area.output):
+            current = read_latest(area.output)
+            if current != expected_latest:
+                raise LatestMovedError(
+                    f"LATEST moved from {_describe(expected_latest)} to {_describe(current)} while this run was "
+                    f"computing; nothing committed (rerun to include the other run's users)"
+                )
+            _write_atomically(FileSystems.join(area.root, MANIFEST_NAME), manifest.to_json(), area.run_id)
+            pause_point("before_latest")
+            _write_atomically(FileSystems.join(area.output, LATEST_NAME), area.version + "\n", area.run_id)
+            prune_versions(area.output, area.version, keep_versions, current or None)
+    except CommitError:
+        raise
     except Exception as exc:
         raise CommitError(f"could not commit the store in {area.output}: {exc}") from exc
-    prune_versions(area.output, area.version, keep_versions, previous or None)
-    return files
+
+
+def _describe(latest: str | None) -> str:
+    return "(no store)" if latest is None else (latest or "(a flat store)")
+
+
+@contextmanager
+def commit_lock(output: str, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Exclusive commit lock of the store at ``output``: ``flock`` on ``OUTPUT/LATEST.lock``.
+
+    Local filesystems only (a no-op elsewhere; see the module docstring). The kernel drops
+    the lock when the holder exits or is killed, so there is no stale lock to detect. The
+    file is removed on release; a waiter that locked a file removed meanwhile tries again
+    (it checks that the path still names the inode it locked).
+    """
+    if not is_local_uri(output):
+        yield
+        return
+    import fcntl
+
+    path = os.path.join(str(local_path(output)), LOCK_NAME)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CommitError(
+                            f"another run has held the commit lock {path} for over {wait_seconds:.0f} s "
+                            f"({_read_holder(fd)}); nothing committed"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)  # the holder before us removed this file: lock the current one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc).isoformat()}\n"
+                 .encode())
+        yield
+    finally:
+        try:
+            os.unlink(path)  # before unlocking: a waiter then sees the path gone and retries
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"
 
 
 def _write_atomically(path: str, text: str, run_id: str) -> None:
@@ -250,38 +367,79 @@ def read_latest(output: str) -> str | None:
         raise CommitError(f"cannot read {latest}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    """A ``v-*`` directory: committed (holds a manifest)? and when it was last written (epoch seconds)."""
+
+    committed: bool
+    last_written: float | None  # newest of its name's start time and its files' times; None: unknown
+
+
+def version_started(name: str) -> float | None:
+    """The start time a version's name carries (``v-YYYYmmddTHHMMSS-...``, UTC), None if it has none."""
+    stamp = name[len(VERSION_PREFIX):].split("-", 1)[0]
+    try:
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def scan_versions(output: str) -> dict[str, VersionInfo]:
+    """Every ``v-*`` directory under ``output`` holding a file (at any depth: Beam's temp files too)."""
+    prefix = output.rstrip("/") + "/"
+    committed: dict[str, bool] = {}
+    written: dict[str, float | None] = {}
+    try:
+        metadata = FileSystems.match([FileSystems.join(output, VERSION_PREFIX + "*", "**")])[0].metadata_list
+    except Exception:
+        metadata = []
+    for meta in metadata:
+        relative = meta.path[len(prefix):] if meta.path.startswith(prefix) else meta.path
+        name, _, rest = relative.partition("/")
+        if not name.startswith(VERSION_PREFIX) or not rest:
+            continue
+        committed[name] = committed.get(name, False) or rest == MANIFEST_NAME
+        times = [t for t in (written.get(name, version_started(name)), getattr(meta, "last_updated_in_seconds", None))
+                 if t is not None]
+        written[name] = max(times) if times else None
+    for name in committed:
+        written.setdefault(name, version_started(name))
+    return {name: VersionInfo(committed[name], written[name]) for name in committed}
+
+
 def list_versions(output: str) -> dict[str, bool]:
     """``{version name: committed?}`` of the ``v-*`` directories under ``output``."""
-    versions: dict[str, bool] = {}
-    prefix = output.rstrip("/") + "/"
-    for path in match_files(FileSystems.join(output, VERSION_PREFIX + "*", "*")):
-        relative = path[len(prefix):] if path.startswith(prefix) else path
-        name, _, rest = relative.partition("/")
-        if name.startswith(VERSION_PREFIX):
-            versions[name] = versions.get(name, False) or rest == MANIFEST_NAME
-    return versions
+    return {name: info.committed for name, info in scan_versions(output).items()}
 
 
-def prune_versions(output: str, current: str, keep_versions: int, previous: str | None = None) -> list[str]:
-    """Remove versions older than ``current`` beyond the ``keep_versions - 1`` most recent committed ones.
+def prune_versions(output: str, current: str, keep_versions: int, previous: str | None = None,
+                   now: float | None = None) -> list[str]:
+    """Remove committed versions older than ``current`` beyond the ``keep_versions - 1`` most recent,
+    and uncommitted versions nothing was written into for :data:`STALE_UNCOMMITTED_SECONDS`.
 
     ``previous`` (what LATEST named before this commit) is the first one kept; a version
     that has a manifest but was never made LATEST (a run killed just before) comes after
-    it. Versions without a manifest (failed runs) are removed, and versions newer than
-    ``current`` (a concurrent run's) are never touched. Best effort: leftovers only cost
-    space, since readers follow LATEST.
+    it. Committed versions newer than ``current`` are never touched. A version without a
+    manifest is another run's work in progress until it has been idle for a day (or a
+    failed run's leftover): it is never removed younger, whatever its name, so a concurrent
+    run's version survives this run's commit. Best effort: leftovers only cost space,
+    since readers follow LATEST.
     """
-    versions = list_versions(output)
-    older = sorted((v for v in versions if v < current), reverse=True)
-    committed = [v for v in older if versions[v]]
-    if previous in committed:
-        committed.remove(previous)
-        committed.insert(0, previous)
-    keep = set(committed[: max(keep_versions - 1, 0)])
-    removed = [v for v in older if v not in keep]
+    now = time.time() if now is None else now
+    versions = scan_versions(output)
+    older = sorted((v for v, info in versions.items() if v < current and info.committed), reverse=True)
+    if previous in older:
+        older.remove(previous)
+        older.insert(0, previous)
+    removed = older[max(keep_versions - 1, 0):]
+    removed += sorted(
+        v for v, info in versions.items()
+        if v != current and not info.committed and info.last_written is not None
+        and now - info.last_written > STALE_UNCOMMITTED_SECONDS
+    )
     for version in removed:
         _delete_tree(FileSystems.join(output, version))
-    return removed
+    return sorted(removed)
 
 
 def abandon(area: StagingArea) -> None:

@@ -1,8 +1,10 @@
-"""Named pause points, so crash tests can SIGKILL the job at an exact step.
+"""Named pause points, so crash and concurrency tests can stop the job at an exact step.
 
 With ``COMMER_PAUSE_AT=<name>`` in its environment, a process reaching
-``pause_point(<name>)`` touches ``$COMMER_PAUSE_MARKER`` (when set) and sleeps, and the
-test kills it there. Unset, a pause point is a dictionary lookup: nothing else.
+``pause_point(<name>)`` touches ``$COMMER_PAUSE_MARKER`` (when set) and sleeps: until
+killed, or, with ``COMMER_PAUSE_RESUME=<file>``, until that file exists, and then goes on
+(a point reached again after that does not stop). Unset, a pause point is a dictionary
+lookup: nothing else.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import time
 
 PAUSE_ENV = "COMMER_PAUSE_AT"
 MARKER_ENV = "COMMER_PAUSE_MARKER"
+RESUME_ENV = "COMMER_PAUSE_RESUME"
 #: Where the job can be paused: writing the first embeddings shard, after every shard is
 #: written but before the version's manifest, after the manifest but before ``LATEST``.
 PAUSE_POINTS = ("write_shard", "before_manifest", "before_latest")
+#: More points for the concurrency tests: after each user bucket's pipeline has finished.
+SYNC_POINTS = ("bucket_done",)
 
 
 def pause_point(name: str) -> None:
@@ -25,5 +30,6 @@ def pause_point(name: str) -> None:
     if marker:
         with open(marker, "w") as fh:
             fh.write(f"{name} {os.getpid()}\n")
-    while True:  # until killed
-        time.sleep(60)
+    resume = os.environ.get(RESUME_ENV)
+    while not (resume and os.path.exists(resume)):  # until killed, or told to go on
+        time.sleep(0.05 if resume else 60)

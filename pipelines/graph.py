@@ -118,6 +118,7 @@ def model_handler(plan: JobPlan) -> CompressorModelHandler:
         processes_per_worker=plan.processes_per_worker,
         large_model=p.large_model,
         compile_model=p.compile_model,
+        device_class=plan.compression_key.device_class if plan.compression_key else None,
     )
 
 
@@ -133,7 +134,7 @@ def _reuse_previous(flow: _Documents, plan: JobPlan, bucket: UserBucket) -> None
 
 
 def _resolve_from_cache(flow: _Documents, plan: JobPlan, bucket: UserBucket) -> None:
-    """--doc-cache: documents compressed before under this checkpoint are read, not compressed."""
+    """--doc-cache: documents compressed before under this compression key are read, not compressed."""
     resolved = flow.docs | "ResolveFromCache" >> ResolveFromCache(
         plan.cache_files, (plan.num_embeddings, plan.hidden_size), plan.checkpoint_fingerprint, bucket
     )
@@ -212,8 +213,7 @@ def build(
     keyed = [compressed]
     if flow.cache_hits is not None:
         run_tag = "-".join(filter(None, (staging.run_id, bucket.tag)))
-        shape = (plan.num_embeddings, plan.hidden_size)
-        _ = compressed | "WriteCache" >> WriteCache(plan.cache_root, run_tag, shape, plan.checkpoint_fingerprint)
+        _ = compressed | "WriteCache" >> WriteCache(plan.cache_root, run_tag, plan.key)
         keyed.append(flow.cache_hits)
         flow.reused.append(flow.cache_hits | "KeyCacheHitsByUser" >> beam.Map(lambda kv: (user_key(kv[0][0]), kv[1])))
     per_user = _pool_per_user(flow, per_doc, plan)

@@ -16,7 +16,8 @@ deleted or edited             from the cache (exact without the model)
 ============================  ==============================================================
 
 :class:`ResolveFromCache` then serves each document that needs a compression from the
-cache when it holds that key under the same checkpoint fingerprint; the rest go to the
+cache when it holds that key under the same compression key (``schemas.store.CompressionKey``:
+checkpoint, base weights, ``max_doc_tokens``, k, d, dtype, device class); the rest go to the
 model. The result equals a full recompute up to float32 rounding of the stored means.
 """
 
@@ -38,6 +39,7 @@ from pipelines.model_handler import DocKey
 from pipelines.user_buckets import UserBucket
 from pipelines.validate import METRICS_NAMESPACE
 from schemas import doc_cache_schema, text_sha256
+from schemas.store import CompressionKey
 
 PARTIAL_TAG = "partial"
 INDEX_TAG = "index"
@@ -50,11 +52,17 @@ def index_row(key: DocKey) -> dict[str, str]:
     return {"user_id": key[0], "doc_id": key[1], "text_sha256": key[2]}
 
 
-def cache_directory(cache_root: str, fingerprint: str) -> str:
-    """Cache entries of one checkpoint live together, so a new checkpoint never sees old ones."""
+#: Cache directories are named ``key-<first 32 hex of the compression key's digest>``. Entries
+#: of caches written before the key existed (``fp-<fingerprint>``) are never read again.
+CACHE_DIR_PREFIX = "key-"
+
+
+def cache_directory(cache_root: str, key: CompressionKey) -> str:
+    """Cache entries made under one compression key live together, so other settings (another
+    checkpoint, ``max_doc_tokens``, dtype, device class, ...) never see them: they recompute."""
     from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.join(cache_root, f"fp-{fingerprint[:32]}")
+    return FileSystems.join(cache_root, f"{CACHE_DIR_PREFIX}{key.digest[:32]}")
 
 
 # -- reading a previous store and the cache ---------------------------------------------------
@@ -246,18 +254,19 @@ class ToCacheTable(beam.DoFn):
 
 
 class WriteCache(beam.PTransform):
-    """Model outputs ``(key, float32[k, d])`` -> new cache shards ``DIR/fp-<fingerprint>/part-<run>-*.parquet``.
+    """Model outputs ``(key, float32[k, d])`` -> new cache shards ``DIR/key-<digest>/part-<run>-*.parquet``.
 
-    Entries are content-addressed (document key + fingerprint), so a shard from a run that
-    later fails is still correct; Beam's sink only renames complete files into place.
+    Entries are content-addressed (document key, under the directory of the compression key),
+    so a shard from a run that later fails is still correct; Beam's sink only renames
+    complete files into place.
     """
 
-    def __init__(self, cache_root: str, run_id: str, shape: tuple[int, int], fingerprint: str):
+    def __init__(self, cache_root: str, run_id: str, key: CompressionKey):
         super().__init__()
         from apache_beam.io.filesystems import FileSystems
 
-        self._prefix = FileSystems.join(cache_directory(cache_root, fingerprint), f"{CACHE_FILE_PREFIX}-{run_id}")
-        self._shape, self._fingerprint = shape, fingerprint
+        self._prefix = FileSystems.join(cache_directory(cache_root, key), f"{CACHE_FILE_PREFIX}-{run_id}")
+        self._shape, self._fingerprint = (key.num_embeddings, key.hidden_size), key.checkpoint_fingerprint
 
     def expand(self, compressions: beam.PCollection) -> beam.pvalue.PDone:
         return (

@@ -227,6 +227,8 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
       large_model: share one model between a worker's processes (Beam's ``large_model``).
       compile_model: ``torch.compile`` the decoder layers after loading (see
         :meth:`Compressor.compile_layers`): faster steady state for a start-up cost.
+      device_class: ``cpu`` or ``cuda`` as the run's compression key records it; a worker
+        whose device (or compute dtype) differs refuses to compute (None: no check).
     """
 
     def __init__(
@@ -242,6 +244,7 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         processes_per_worker: int | None = 1,
         large_model: bool = False,
         compile_model: bool = False,
+        device_class: str | None = None,
     ):
         batch_tokens = default_batch_tokens(device) if batch_tokens is None else batch_tokens
         max_batch_size = default_max_batch_size(device) if max_batch_size is None else max_batch_size
@@ -265,6 +268,7 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         self.max_batch_size = max_batch_size
         self.processes_per_worker = processes_per_worker
         self.compile_model = compile_model
+        self.device_class = device_class
 
     def element_size(self, element: KeyedTokens) -> int:
         """Weight of one document in a batch: its padded width, ``len(ids) + k``."""
@@ -279,6 +283,11 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         quiet_transformers()
         torch.set_num_threads(threads_for(self.processes_per_worker))
         device = resolve_device(self.device)
+        if self.device_class is not None and device.type != self.device_class:
+            raise ValueError(
+                f"this worker computes on {device.type}, but the run's compression key says {self.device_class} "
+                "(decided at launch): pass --device cpu or --device cuda explicitly"
+            )
         path = materialize_checkpoint(self.checkpoint, self.fingerprint)
         actual = fingerprint(path)
         if self.fingerprint is not None and actual != self.fingerprint:
@@ -290,6 +299,10 @@ class CompressorModelHandler(ModelHandler[KeyedTokens, KeyedCompression, LoadedC
         if self.base_model and self.base_model != read_config(path)["base_model"]["name"]:
             backbone = load_backbone(self.base_model, device=device)
         compressor = load_checkpoint(path, backbone, device=device)
+        expected_dtype = {"cpu": torch.float32, "cuda": torch.bfloat16}.get(self.device_class or "")
+        if expected_dtype is not None and compressor.backbone.dtype != expected_dtype:
+            raise ValueError(f"the backbone loaded in {compressor.backbone.dtype}, but the run's compression key "
+                             f"says {expected_dtype}")
         compressor.merge_lora()  # workers only compress: fold the LoRA in (about 15% faster on CPU)
         if self.compile_model:
             compressor.compile_layers()

@@ -100,11 +100,13 @@ class CompressParams:
         default_text=f"one bucket per {ROWS_PER_BUCKET:,} rows (input + previous store's documents) on the "
         "DirectRunner, 1 on distributed runners")
     previous: str | None = option(
-        None, "Update this store incrementally: compress only documents it does not cover yet (same checkpoint "
-        "required). Users absent from --input keep their row. Usually the same as --output.", metavar="STORE")
+        None, "Update this store incrementally: compress only documents it does not cover yet (same "
+        "compression key required: checkpoint, base weights, max-doc-tokens, device class). Users absent from "
+        "--input keep their row. Usually the same as --output.", metavar="STORE")
     full_snapshot: bool = option(False, "With --previous: --input holds every user; users absent from it are dropped.")
     doc_cache: str | None = option(
-        None, "Per-document compression cache (Parquet, keyed by document and checkpoint): edits and deletions are "
+        None, "Per-document compression cache (Parquet, keyed by document and compression key: checkpoint, base "
+        "weights, max-doc-tokens, dtype, device class): edits and deletions are "
         "recomputed from it without the model; tonight's compressions are added.", metavar="DIR")
     overwrite: bool = option(False, "Replace a committed store at --output.")
     keep_versions: int = option(

@@ -31,6 +31,7 @@ from pipelines.model_handler import materialize_checkpoint
 from pipelines.options import CompressParams
 from pipelines.user_buckets import auto_bucket_count
 from schemas import validate_corpus_schema
+from schemas.store import CompressionKey
 
 #: Runners whose workers are this machine's processes (direct_running_mode / direct_num_workers apply).
 #: The one list: the CLI's log-level default (jobs/compress_cmd.py) asks :func:`is_local_runner` too.
@@ -74,6 +75,14 @@ class JobPlan:
     cache_root: str | None = None
     cache_files: tuple[str, ...] = ()
     user_buckets: int = 1
+    compression_key: CompressionKey | None = None  # set by prepare(); None only in hand-built plans
+    expected_latest: str | None = None  # what OUTPUT/LATEST named at launch: the commit's compare-and-swap
+
+    @property
+    def key(self) -> CompressionKey:
+        if self.compression_key is None:
+            raise ValueError("this JobPlan has no compression key")
+        return self.compression_key
 
     @property
     def input_files(self) -> tuple[str, ...]:
@@ -203,8 +212,18 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
     compressor_cfg = checkpoint.config["compressor"]
     k, d = int(compressor_cfg["num_embeddings"]), int(compressor_cfg["hidden_size"])
     fp = checkpoint.fingerprint
-    previous = open_previous(params.previous, fp, k, d) if params.previous else None
-    check_overwrite(output, params, previous)
+    device = resolve_device_class(params.device, runner, options)
+    key = CompressionKey(
+        checkpoint_fingerprint=fp,
+        base_model_sha256=str(checkpoint.config["base_model"].get("weights_sha256") or ""),
+        max_doc_tokens=params.max_doc_tokens or int(compressor_cfg["max_doc_tokens"]),
+        num_embeddings=k,
+        hidden_size=d,
+        dtype=COMPUTE_DTYPES[device],
+        device_class=device,
+    )
+    previous = open_previous(params.previous, key) if params.previous else None
+    latest = check_overwrite(output, params, previous)
     cache_root = normalize_location(params.doc_cache) if params.doc_cache else None
     # the previous version's documents are read (and shuffled) with tonight's rows
     buckets = params.user_buckets or auto_bucket_count(input_rows + (previous.documents if previous else 0), runner)
@@ -220,14 +239,39 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
         base_model_sha256=checkpoint.config["base_model"].get("weights_sha256"),
         num_embeddings=k,
         hidden_size=d,
-        max_doc_tokens=params.max_doc_tokens or int(compressor_cfg["max_doc_tokens"]),
+        max_doc_tokens=key.max_doc_tokens,
         runner=runner,
         processes_per_worker=processes_per_worker(options, runner),
         previous=previous,
         cache_root=cache_root,
-        cache_files=tuple(cache_files(cache_root, fp)) if cache_root else (),
+        cache_files=tuple(cache_files(cache_root, key)) if cache_root else (),
         user_buckets=buckets,
+        compression_key=key,
+        expected_latest=latest,
     )
+
+
+#: The backbone's compute dtype per device class (``commer_core.backbone.default_dtype``).
+COMPUTE_DTYPES = {"cpu": "float32", "cuda": "bfloat16"}
+
+
+def resolve_device_class(device: str, runner: str, options: PipelineOptions) -> str:
+    """``cpu`` or ``cuda``: where the workers will compute, decided at launch (part of the compression key).
+
+    ``--device auto`` on a local runner is this machine's answer; on a remote runner it is
+    ``cuda`` when the Beam options ask for an accelerator (Dataflow's ``worker_accelerator``),
+    else ``cpu``. Workers check it (:class:`~pipelines.model_handler.CompressorModelHandler`)
+    and fail rather than compute under another key.
+    """
+    if device.startswith("cuda"):
+        return "cuda"
+    if device == "cpu":
+        return "cpu"
+    if is_local_runner(runner):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if "accelerator" in str(options.get_all_options(drop_default=True)) else "cpu"
 
 
 @dataclass(frozen=True)
@@ -281,8 +325,8 @@ def normalize_location(uri: str) -> str:
     return uri.rstrip("/")
 
 
-def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion:
-    """The ``--previous`` store, checked: same checkpoint, and a document index to compare against."""
+def open_previous(uri: str, key: CompressionKey) -> PreviousVersion:
+    """The ``--previous`` store, checked: the same compression key, and a document index to compare against."""
     from commer_core.store import StoreError, open_store
 
     location = normalize_location(uri)
@@ -290,6 +334,7 @@ def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion
         store = open_store(location)
     except StoreError as exc:
         raise CompressError(f"--previous {uri}: {exc}") from exc
+    fingerprint, k, d = key.checkpoint_fingerprint, key.num_embeddings, key.hidden_size
     if store.checkpoint_fingerprint != fingerprint:
         raise CompressError(
             f"--previous {uri} was built with checkpoint {store.checkpoint_fingerprint[:12]}..., not "
@@ -298,6 +343,19 @@ def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion
         )
     if (store.num_embeddings, store.hidden_size) != (k, d):
         raise CompressError(f"--previous {uri} holds k={store.num_embeddings} x d={store.hidden_size}, not {k} x {d}")
+    recorded = store.manifest.compression_key
+    if recorded is None:
+        raise CompressError(
+            f"--previous {uri} records no compression key (written before keys were recorded), so its settings "
+            "(max_doc_tokens, dtype, device) are unknown and its compressions cannot be reused: run once without "
+            "--previous (with --overwrite) to rebuild it; see docs/OPERATIONS.md"
+        )
+    if recorded != key:
+        raise CompressError(
+            f"--previous {uri} was compressed under other settings ({'; '.join(recorded.differences(key))}; "
+            "stored vs this run): its compressions cannot be reused. Run without --previous (with --overwrite) "
+            "for a full recompute, or with the store's settings; see docs/OPERATIONS.md"
+        )
     if store.manifest.counts.get("documents", 0) and not store.document_files:
         raise CompressError(f"--previous {uri} has no document index (documents-*.parquet): run once without --previous")
     as_uri = (lambda path: path) if is_local_uri(location) else (lambda path: f"{location.split('://')[0]}://{path}")
@@ -310,20 +368,29 @@ def open_previous(uri: str, fingerprint: str, k: int, d: int) -> PreviousVersion
     )
 
 
-def check_overwrite(output: str, params: CompressParams, previous: PreviousVersion | None) -> None:
-    """Refuse to replace a committed store unless told to (``--overwrite``) or updating it (``--previous``)."""
+def check_overwrite(output: str, params: CompressParams, previous: PreviousVersion | None) -> str | None:
+    """Refuse to replace a committed store unless told to (``--overwrite``) or updating it (``--previous``).
+
+    Returns what ``LATEST`` names now (None: no store yet; "": a flat store): the commit
+    only goes ahead if it still names that (:func:`pipelines.commit.swap_latest`).
+    """
     try:
         latest = read_latest(output)
     except CommitError as exc:
         raise CompressError(str(exc)) from exc
+    if previous is not None and previous.uri == output and (previous.version or "") != (latest or ""):
+        raise CompressError(
+            f"--output {output}: LATEST moved from {previous.version} to {latest} while this run was starting "
+            "(another run committed); nothing was written, rerun"
+        )
     if latest is None or params.overwrite or (previous is not None and previous.uri == output):
-        return
+        return latest
     raise CompressError(
         f"--output {output} already holds a committed store{f' (version {latest})' if latest else ''}; "
         f"pass --overwrite to replace it, or --previous {output} to update it incrementally"
     )
 
 
-def cache_files(cache_root: str, fingerprint: str) -> list[str]:
-    """Existing cache shards for this checkpoint (none yet is fine: the run starts the cache)."""
-    return match_files(FileSystems.join(cache_directory(cache_root, fingerprint), f"{CACHE_FILE_PREFIX}-*.parquet"))
+def cache_files(cache_root: str, key: CompressionKey) -> list[str]:
+    """Existing cache shards under this compression key (none yet is fine: the run starts the cache)."""
+    return match_files(FileSystems.join(cache_directory(cache_root, key), f"{CACHE_FILE_PREFIX}-*.parquet"))

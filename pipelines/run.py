@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from pipelines.commit import StagingArea, abandon, commit, new_staging_area, staged_counts
+from pipelines.faults import pause_point
 from pipelines.graph import build
 from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
 from pipelines.model_handler import quiet_transformers
@@ -118,6 +119,7 @@ def run_buckets(
         if state not in (PipelineState.DONE, None):
             raise CompressError(f"pipeline of {bucket} ended in state {state}")
         bucket_metrics.append(metric_counts(result))
+        pause_point("bucket_done")
         del pipeline, result  # a finished bucket's runner state must not outlive it
         if plan.user_buckets > 1:
             gc.collect()
@@ -153,8 +155,9 @@ def verify_and_commit(
         finished_at=finished,
         package_version=package_version(),
         previous_store=plan.previous.label if plan.previous else None,
+        compression_key=plan.compression_key,
     )
-    return manifest, commit(staging, manifest, plan.params.keep_versions)
+    return manifest, commit(staging, manifest, plan.params.keep_versions, expected_latest=plan.expected_latest)
 
 
 def package_version() -> str:

@@ -10,6 +10,7 @@ of a complete store, and records how it was built.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,6 +75,71 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+#: Version of the :class:`CompressionKey` field set; part of its digest, so adding a field
+#: (and bumping this) makes every older key differ from every newer one.
+COMPRESSION_KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CompressionKey:
+    """Every setting that changes a document's compression; two compressions may be mixed or
+    reused only under equal keys.
+
+    The one definition: the manifest records it (``StoreManifest.compression_key``), the
+    document cache keeps its entries under :attr:`digest`, and ``--previous`` refuses a store
+    whose key differs. A setting that changes the output of the compressor belongs here
+    (batching and ``--compile`` do not: they change nothing beyond float rounding, 1e-4).
+    """
+
+    checkpoint_fingerprint: str = field(
+        metadata=_doc("Fingerprint of the compressor checkpoint (covers its weights and config, prompt_norm included)."))
+    base_model_sha256: str = field(metadata=_doc("SHA-256 of the backbone weights ('' when the checkpoint names none)."))
+    max_doc_tokens: int = field(metadata=_doc("Documents were truncated at this many tokens."))
+    num_embeddings: int = field(metadata=_doc("k: soft-prompt vectors per document."))
+    hidden_size: int = field(metadata=_doc("d: the backbone's hidden size."))
+    dtype: str = field(metadata=_doc("Compute dtype of the backbone: float32 (CPU) or bfloat16 (CUDA)."))
+    device_class: str = field(metadata=_doc("Where the model ran: cpu or cuda."))
+    key_version: int = field(default=COMPRESSION_KEY_VERSION, metadata=_doc("Version of this field set."))
+
+    def __post_init__(self) -> None:
+        _require_str("compression_key.checkpoint_fingerprint", self.checkpoint_fingerprint)
+        if not isinstance(self.base_model_sha256, str):
+            raise ValueError(f"manifest field 'compression_key.base_model_sha256' must be a string "
+                             f"(got {self.base_model_sha256!r})")
+        for name in ("max_doc_tokens", "num_embeddings", "hidden_size", "key_version"):
+            _check_positive_int(f"manifest field 'compression_key.{name}'", getattr(self, name))
+        for name in ("dtype", "device_class"):
+            _require_str(f"compression_key.{name}", getattr(self, name))
+
+    @property
+    def digest(self) -> str:
+        """A stable hex digest (sha256 of the sorted-key JSON of every field)."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``digest`` (for readers; ignored when read back)."""
+        return {**dataclasses.asdict(self), "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CompressionKey:
+        """Parse a manifest's ``compression_key`` object; ``ValueError`` names a missing or bad field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"manifest field 'compression_key' must be an object (got {type(data).__name__})")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                kwargs[f.name] = data[f.name]
+            elif f.default is dataclasses.MISSING:
+                raise ValueError(f"manifest field 'compression_key.{f.name}' is missing")
+        return cls(**kwargs)
+
+    def differences(self, other: CompressionKey) -> list[str]:
+        """``name: mine vs other`` for every field that differs."""
+        return [f"{f.name} {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}"
+                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
 @dataclass(frozen=True)
 class StoreManifest:
     """What a committed store was built from; written last, read first.
@@ -104,6 +170,12 @@ class StoreManifest:
         default=None,
         metadata=_doc("The store version an incremental run updated (--previous); null for a full recompute."),
     )
+    compression_key: CompressionKey | None = field(
+        default=None,
+        metadata=_doc("Every setting that changes a compression (checkpoint, base weights, max_doc_tokens, k, d, "
+                      "dtype, device class) and its digest; null in stores written before it was recorded "
+                      "(unknown: --previous refuses them)."),
+    )
 
     def __post_init__(self) -> None:
         for name in ("checkpoint_fingerprint", "base_model", "input_pattern", "runner", "package_version"):
@@ -130,12 +202,15 @@ class StoreManifest:
                 raise ValueError(f"manifest field {name!r} must be a timezone-aware datetime (got {value!r})")
         if self.finished_at < self.started_at:
             raise ValueError("manifest field 'finished_at' is before 'started_at'")
+        if self.compression_key is not None and not isinstance(self.compression_key, CompressionKey):
+            raise ValueError(f"manifest field 'compression_key' must be a CompressionKey (got {self.compression_key!r})")
 
     def to_json(self) -> str:
         """Stable, human-readable JSON (sorted keys, ISO 8601 times)."""
         data = dataclasses.asdict(self)
         for name in ("started_at", "finished_at"):
             data[name] = data[name].isoformat()
+        data["compression_key"] = self.compression_key.to_dict() if self.compression_key is not None else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -159,6 +234,8 @@ class StoreManifest:
             kwargs[f.name] = data[f.name]
         for name in ("started_at", "finished_at"):
             kwargs[name] = _parse_time(name, kwargs[name])
+        if kwargs.get("compression_key") is not None:
+            kwargs["compression_key"] = CompressionKey.from_dict(kwargs["compression_key"])
         return cls(**kwargs)
 
 

@@ -149,3 +149,51 @@ def test_reruns_are_bit_identical_and_batching_or_compiling_changes_nothing_beyo
         assert sorted(other) == sorted(reference), name
         worst = max(float(np.abs(other[u][0] - reference[u][0]).max()) for u in reference)
         assert worst <= 1e-4, (name, worst)
+
+
+# -- the compression key (issue 19, defect 1) ---------------------------------------------------
+def test_cache_and_previous_never_reuse_compressions_made_under_other_settings(nights, tiny_checkpoint, tmp_path):
+    """A 4-token run fills the cache; a 16-token run must recompute, not serve those, and
+    ``--previous`` of the 4-token store is refused naming the setting."""
+    from pipelines.compress import CompressError
+
+    _, night_1, night_2, _ = nights
+    cache = ("--doc-cache", str(tmp_path / "cache"))
+    short = run_job(night_1, tmp_path / "short", tiny_checkpoint, "--max-doc-tokens", "4", *cache)
+    full = run_job(night_1, tmp_path / "full", tiny_checkpoint, *cache)  # MAX_DOC_TOKENS = 16
+    assert full.counts.get("documents_from_cache", 0) == 0 and full.counts["compressed"] == 7
+    assert short.manifest.compression_key.max_doc_tokens == 4 and short.counts["truncated"] > 0
+    key = full.manifest.compression_key
+    assert key.max_doc_tokens == 16 and key != short.manifest.compression_key
+    assert (key.device_class, key.dtype) == ("cpu", "float32") and key.checkpoint_fingerprint == full.manifest.checkpoint_fingerprint
+    a, b = embeddings(tmp_path / "short"), embeddings(tmp_path / "full")
+    assert any(not np.array_equal(a[u][0], b[u][0]) for u in a)  # truncation changed the compressions
+    reference = embeddings(run_job(night_1, tmp_path / "reference", tiny_checkpoint).output)
+    assert all(np.array_equal(b[u][0], reference[u][0]) for u in reference)
+    # the same settings again are served from the cache under their own key
+    again = run_job(night_1, tmp_path / "again", tiny_checkpoint, "--max-doc-tokens", "4", *cache)
+    assert again.counts["documents_from_cache"] == 7 and again.counts.get("compressed", 0) == 0
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted(
+        f"key-{k.digest[:32]}" for k in (short.manifest.compression_key, key))
+
+    with pytest.raises(CompressError, match=r"compressed under other settings \(max_doc_tokens 4 vs 16"):
+        run_job(night_2, tmp_path / "short", tiny_checkpoint, "--previous", str(tmp_path / "short"))
+
+
+def test_previous_store_without_a_compression_key_is_refused(nights, tiny_checkpoint, tmp_path):
+    """A store written before the key was recorded: its settings are unknown, so it is not reused."""
+    import json
+
+    from commer_core.store import LATEST_NAME, MANIFEST_NAME
+    from pipelines.compress import CompressError
+
+    _, night_1, night_2, _ = nights
+    first = run_job(night_1, tmp_path / "store", tiny_checkpoint)
+    path = tmp_path / "store" / (tmp_path / "store" / LATEST_NAME).read_text().strip() / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    del data["compression_key"]
+    path.write_text(json.dumps(data))
+    assert open_store(tmp_path / "store").manifest.compression_key is None  # older manifests still read
+    with pytest.raises(CompressError, match="records no compression key.*run once without --previous"):
+        run_job(night_2, tmp_path / "store", tiny_checkpoint, "--previous", str(tmp_path / "store"))
+    assert (tmp_path / "store" / LATEST_NAME).read_text().strip() == first.version

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -195,12 +196,17 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
     from tests.test_store import _manifest
 
     out = tmp_path / "store"
+    stale = time.time() - commit_mod.STALE_UNCOMMITTED_SECONDS - 60
     for version, committed in (("v-20200101T000000-a", True), ("v-20210101T000000-b", True),
-                               ("v-20220101T000000-c", False), ("v-20990101T000000-z", False)):
+                               ("v-20220101T000000-c", False), ("v-20220101T000000-d", False),
+                               ("v-20990101T000000-z", False)):
         (out / version).mkdir(parents=True)
         (out / version / "embeddings-00000-of-00001.parquet").write_bytes(b"old")
         if committed:
             (out / version / MANIFEST_NAME).write_text("old manifest")
+    # c: a failed run's leftover, idle for over a day; d: named as old but written a moment ago
+    # (a concurrent run still computing), so it must survive this commit's pruning
+    os.utime(out / "v-20220101T000000-c" / "embeddings-00000-of-00001.parquet", (stale, stale))
     (out / LATEST_NAME).write_text("v-20200101T000000-a\n")  # b has a manifest but never became LATEST
     area = commit_mod.new_staging_area(str(out))
     for name in ("embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"):
@@ -215,16 +221,41 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
     real_delete = FileSystems.delete
     monkeypatch.setattr(FileSystems, "delete", staticmethod(
         lambda paths: (deleted.extend(os.path.relpath(p, out) for p in paths), real_delete(paths))[1]))
-    commit_mod.commit(area, _manifest(), keep_versions=2)
+    commit_mod.commit(area, _manifest(), keep_versions=2, expected_latest="v-20200101T000000-a")
     assert events == [[f"{area.version}/{MANIFEST_NAME}"], [LATEST_NAME]]  # manifest, then the pointer
     assert LATEST_NAME not in deleted  # replaced by one rename: there is always a pointer
     assert (out / LATEST_NAME).read_text().strip() == area.version
-    # kept: the new version, the one LATEST named before, and a newer (concurrent) run's directory
+    # kept: the new version, the one LATEST named before, and every uncommitted directory written
+    # within the last day (a concurrent run's, whatever its name); the lock file is gone
     assert sorted(os.listdir(out)) == sorted([LATEST_NAME, area.version, "v-20200101T000000-a",
-                                              "v-20990101T000000-z"])
+                                              "v-20220101T000000-d", "v-20990101T000000-z"])
     assert sorted(os.listdir(out / area.version)) == sorted(
         [MANIFEST_NAME, "embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"])
     assert commit_mod.prune_versions(str(out), area.version, keep_versions=1) == ["v-20200101T000000-a"]
+    later = time.time() + commit_mod.STALE_UNCOMMITTED_SECONDS + 60  # a day on, d is a leftover
+    assert commit_mod.prune_versions(str(out), area.version, 1, now=later) == ["v-20220101T000000-d"]
+
+
+def test_a_commit_is_a_compare_and_swap_on_latest(tmp_path):
+    """A run whose LATEST moved since launch writes nothing and says so in one line."""
+    from pipelines import commit as commit_mod
+    from tests.test_store import _manifest
+
+    out = tmp_path / "store"
+    (out / "v-20200101T000000-a").mkdir(parents=True)
+    (out / "v-20200101T000000-a" / MANIFEST_NAME).write_text("manifest")
+    (out / LATEST_NAME).write_text("v-20200101T000000-b\n")  # another run committed b meanwhile
+    area = commit_mod.new_staging_area(str(out))
+    (tmp_path / "store" / area.version / "embeddings-00000-of-00001.parquet").write_bytes(b"new")
+    with pytest.raises(commit_mod.LatestMovedError) as caught:
+        commit_mod.commit(area, _manifest(), expected_latest="v-20200101T000000-a")
+    assert str(caught.value) == (
+        "LATEST moved from v-20200101T000000-a to v-20200101T000000-b while this run was computing; "
+        "nothing committed (rerun to include the other run's users)")
+    assert (out / LATEST_NAME).read_text() == "v-20200101T000000-b\n"
+    assert not (out / area.version / MANIFEST_NAME).exists() and not (out / commit_mod.LOCK_NAME).exists()
+    with pytest.raises(commit_mod.LatestMovedError, match="from \\(no store\\) to v-20200101T000000-b"):
+        commit_mod.commit(area, _manifest(), expected_latest=None)
 
 
 def test_multi_processing_runner_gives_identical_output(in_process_run, tmp_path, tiny_checkpoint):

@@ -166,3 +166,29 @@ def test_check_compatible_against_a_checkpoint(tmp_path):
         store.check_compatible(config)
     with pytest.raises(StoreError, match="cannot check"):
         store.check_compatible(tmp_path / "nope")
+
+
+def test_the_compression_key_round_trips_through_the_manifest_and_older_manifests_still_read(tmp_path):
+    """The key (issue 19, defect 1) is an additive manifest field: absent in older stores (None)."""
+    import dataclasses
+
+    from schemas.store import CompressionKey
+
+    key = CompressionKey(checkpoint_fingerprint="f" * 64, base_model_sha256="b" * 64, max_doc_tokens=16,
+                         num_embeddings=K, hidden_size=D, dtype="float32", device_class="cpu")
+    manifest = dataclasses.replace(_manifest(users=3), compression_key=key)
+    data = json.loads(manifest.to_json())
+    assert data["compression_key"]["digest"] == key.digest and len(key.digest) == 64
+    assert StoreManifest.from_json(manifest.to_json()) == manifest
+    write_store(tmp_path / "new", manifest=manifest)
+    assert open_store(tmp_path / "new").manifest.compression_key == key
+
+    del data["compression_key"]  # a manifest written before the key existed
+    assert StoreManifest.from_json(json.dumps(data)).compression_key is None
+    # the digest changes with every field, and a manifest missing one of the key's fields is refused
+    assert dataclasses.replace(key, max_doc_tokens=4).digest != key.digest
+    assert dataclasses.replace(key, device_class="cuda", dtype="bfloat16").digest != key.digest
+    broken = json.loads(manifest.to_json())
+    del broken["compression_key"]["max_doc_tokens"]
+    with pytest.raises(ValueError, match="compression_key.max_doc_tokens' is missing"):
+        StoreManifest.from_json(json.dumps(broken))
