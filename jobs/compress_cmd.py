@@ -8,6 +8,7 @@ option this command does not know) are Beam pipeline options, passed through as 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 from collections import Counter
@@ -102,36 +103,47 @@ def compress(beam_args: tuple[str, ...], **options: Any) -> None:
     """
     with _quiet_imports():
         from pipelines.compress import CompressParams, run_job
+        from pipelines.interrupts import Interrupted, interrupt_on_signals, received
         from pipelines.model_handler import quiet_transformers
 
     quiet_transformers()
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     beam_args = list(beam_args)
     if not verbose:
-        # Beam's own warnings (unparseable worker args, key coders, ...) are not for end users;
-        # -v brings them back. SDK worker subprocesses get the same quiet level.
-        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+        # Beam's own warnings (unparseable worker args, key coders, ...) are not for end users, nor
+        # its workers' error logs: apache_beam.runners.common logs every failing bundle's traceback
+        # at ERROR before the launcher prints the one `Error:` line. -v brings them back. SDK
+        # worker subprocesses get the same quiet level.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
         if _is_direct(beam_args) and not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-            beam_args.append("--default_sdk_harness_log_level=ERROR")
+            beam_args.append("--default_sdk_harness_log_level=CRITICAL")
     params = CompressParams(**options)
     if params.input is None:
         _echo("commer: no --input given: running the embedded default on a generated sample corpus")
-    try:
-        result = run_job(params, beam_args, echo=_echo)
-    except KeyboardInterrupt:
-        _echo("commer: interrupted; nothing was committed")
-        sys.exit(130)
-    except Exception as exc:
-        if isinstance(exc, expected_errors()):
-            raise  # @cli_errors: one Error: line
-        # A runner's own failure (a worker's exception, a remote job's state) is still one
-        # line: the traceback with -v.
-        if verbosity() > 0:
-            logging.getLogger(__name__).exception("compress failed")
-        raise click.ClickException(
-            f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"
-        ) from exc
-    _summary(result)
+    with interrupt_on_signals():  # Ctrl-C / SIGTERM: one line, exit 130 / 143 (pipelines/interrupts.py)
+        result = None
+        try:
+            try:
+                result = run_job(params, beam_args, echo=_echo)
+            except Exception as exc:
+                if isinstance(exc, expected_errors()):
+                    raise  # @cli_errors: one Error: line
+                # A runner's own failure (a worker's exception, a remote job's state) is still one
+                # line: the traceback with -v.
+                if verbosity() > 0:
+                    logging.getLogger(__name__).exception("compress failed")
+                raise click.ClickException(
+                    f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"
+                ) from exc
+            _summary(result)
+        except Interrupted as exc:
+            _echo(exc.line())
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # before the run staged anything, or after it returned committed
+            stopped = Interrupted(received() or signal.SIGINT, result.output if result else "",
+                                  result.version if result else None)
+            _echo(stopped.line())
+            sys.exit(stopped.exit_code)
 
 
 def _summary(result) -> None:

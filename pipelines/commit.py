@@ -269,7 +269,12 @@ def swap_latest(area: StagingArea, manifest: StoreManifest, expected_latest: str
             _write_atomically(FileSystems.join(area.root, MANIFEST_NAME), manifest.to_json(), area.run_id)
             pause_point("before_latest")
             _write_atomically(FileSystems.join(area.output, LATEST_NAME), area.version + "\n", area.run_id)
-            prune_versions(area.output, area.version, keep_versions, current or None)
+            removed = prune_versions(area.output, area.version, keep_versions, current or None)
+            remove_stale_temp_dirs(
+                [FileSystems.join(area.output, v) for v in sorted(set(list_versions(area.output)) - set(removed))],
+                area.run_id,
+            )
+            pause_point("after_latest")
     except CommitError:
         raise
     except Exception as exc:
@@ -440,6 +445,64 @@ def prune_versions(output: str, current: str, keep_versions: int, previous: str 
     for version in removed:
         _delete_tree(FileSystems.join(output, version))
     return sorted(removed)
+
+
+#: Beam's file sinks write into ``<folder of the prefix>/beam-temp-<prefix>-<uuid>/`` and remove it
+#: on success; a killed run leaves it behind (in its version directory, or in the cache).
+TEMP_DIR_PREFIX = "beam-temp-"
+
+
+def _temp_dirs(parents: list[str]) -> dict[str, float | None]:
+    """``{beam-temp-* folder directly under one of parents: when last written (epoch s; None: unknown)}``."""
+    found: dict[str, float | None] = {}
+    for parent in parents:
+        if is_local_uri(parent):
+            root = str(local_path(parent))
+            try:
+                names = [n for n in os.listdir(root) if n.startswith(TEMP_DIR_PREFIX)]
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(root, name)
+                times = []
+                for folder, _, files in os.walk(path):
+                    for entry in [folder, *(os.path.join(folder, f) for f in files)]:
+                        try:
+                            times.append(os.stat(entry).st_mtime)
+                        except OSError:
+                            pass
+                found[path] = max(times) if times else None
+            continue
+        base = parent.rstrip("/") + "/"
+        try:
+            metadata = FileSystems.match([FileSystems.join(parent, TEMP_DIR_PREFIX + "*", "**")])[0].metadata_list
+        except Exception:
+            continue
+        for meta in metadata:
+            name = meta.path[len(base):].split("/", 1)[0] if meta.path.startswith(base) else ""
+            if name.startswith(TEMP_DIR_PREFIX):
+                stamp = getattr(meta, "last_updated_in_seconds", None)
+                path = base + name
+                found[path] = max(t for t in (found.get(path), stamp) if t is not None) if (
+                    found.get(path) is not None or stamp is not None) else None
+    return found
+
+
+def remove_stale_temp_dirs(parents: list[str], run_id: str | None = None, now: float | None = None) -> list[str]:
+    """Remove Beam's ``beam-temp-*`` folders directly under ``parents`` (store versions, cache
+    directories) that belong to run ``run_id`` (its id is in their path: its version directory, or
+    its cache shards' prefix) or that nothing was written into for :data:`STALE_UNCOMMITTED_SECONDS`.
+
+    A younger one may be a concurrent run's live temp folder: never touched. Best effort.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for path, written in sorted(_temp_dirs(parents).items()):
+        mine = bool(run_id) and run_id in path
+        if mine or (written is not None and now - written > STALE_UNCOMMITTED_SECONDS):
+            _delete_tree(path)
+            removed.append(path)
+    return removed
 
 
 def abandon(area: StagingArea) -> None:

@@ -18,8 +18,9 @@ RESUME_ENV = "COMMER_PAUSE_RESUME"
 #: Where the job can be paused: writing the first embeddings shard, after every shard is
 #: written but before the version's manifest, after the manifest but before ``LATEST``.
 PAUSE_POINTS = ("write_shard", "before_manifest", "before_latest")
-#: More points for the concurrency tests: after each user bucket's pipeline has finished.
-SYNC_POINTS = ("bucket_done",)
+#: More points for the concurrency and interrupt tests: after each user bucket's pipeline has
+#: finished; after ``LATEST`` names the new version (still under the commit lock).
+SYNC_POINTS = ("bucket_done", "after_latest")
 
 
 def pause_point(name: str) -> None:

@@ -7,6 +7,8 @@ A failure at any point abandons the staged version and raises :class:`CompressEr
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +19,19 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines.commit import StagingArea, abandon, commit, new_staging_area, staged_counts
+from pipelines.commit import (
+    StagingArea,
+    abandon,
+    commit,
+    new_staging_area,
+    read_latest,
+    remove_stale_temp_dirs,
+    staged_counts,
+)
 from pipelines.faults import pause_point
 from pipelines.graph import build
+from pipelines.incremental import CACHE_DIR_PREFIX, cache_directory
+from pipelines.interrupts import Interrupted, received
 from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
 from pipelines.model_handler import quiet_transformers
 from pipelines.options import CompressParams
@@ -70,20 +82,44 @@ def run_job(
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     try:
-        bucket_metrics = run_buckets(plan, pipeline, options, staging, started, echo)
-    except CompressError:
-        abandon(staging)
-        raise
-    except Exception as exc:
-        abandon(staging)
-        raise CompressError(f"pipeline failed: {summarize_exception(exc)}") from exc
-    seconds = time.monotonic() - t0
-    try:
-        manifest, files = verify_and_commit(plan, staging, bucket_metrics, started, echo)
-    except Exception:
-        abandon(staging)
-        raise
+        try:
+            bucket_metrics = run_buckets(plan, pipeline, options, staging, started, echo)
+        except CompressError:
+            abandon_run(plan, staging)
+            raise
+        except Exception as exc:
+            abandon_run(plan, staging)
+            raise CompressError(f"pipeline failed: {summarize_exception(exc)}") from exc
+        seconds = time.monotonic() - t0
+        try:
+            manifest, files = verify_and_commit(plan, staging, bucket_metrics, started, echo)
+        except Exception:
+            abandon_run(plan, staging)
+            raise
+    except BaseException as exc:
+        signum = received() or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else None)
+        if signum is None or isinstance(exc, Interrupted):
+            raise
+        raise interrupted(plan, staging, signum) from None
     return CompressResult(plan.output, manifest, manifest.counts, seconds, files, staging.version)
+
+
+def interrupted(plan: JobPlan, staging: StagingArea, signum: int) -> Interrupted:
+    """The run was stopped by ``signum``: remove its staging unless ``LATEST`` already names it."""
+    try:
+        committed = read_latest(plan.output) == staging.version
+    except Exception:
+        committed = False
+    if not committed:
+        abandon_run(plan, staging)
+    return Interrupted(signum, plan.output, staging.version if committed else None)
+
+
+def abandon_run(plan: JobPlan, staging: StagingArea) -> None:
+    """Best effort: the run's version directory and its Beam temp folders in the cache go."""
+    abandon(staging)
+    if plan.cache_root is not None and plan.compression_key is not None:
+        remove_stale_temp_dirs(cache_key_directories(plan.cache_root, plan.key), staging.run_id)
 
 
 def announce(plan: JobPlan, echo: Echo) -> None:
@@ -157,7 +193,23 @@ def verify_and_commit(
         previous_store=plan.previous.label if plan.previous else None,
         compression_key=plan.compression_key,
     )
-    return manifest, commit(staging, manifest, plan.params.keep_versions, expected_latest=plan.expected_latest)
+    files = commit(staging, manifest, plan.params.keep_versions, expected_latest=plan.expected_latest)
+    if plan.cache_root is not None and plan.compression_key is not None:  # a killed run's, once stale
+        remove_stale_temp_dirs(cache_key_directories(plan.cache_root, plan.key), staging.run_id)
+    return manifest, files
+
+
+def cache_key_directories(cache_root: str, key) -> list[str]:
+    """The cache's per-key folders: all of them on a local filesystem, else this key's."""
+    from commer_core.files import is_local_uri, local_path
+
+    if is_local_uri(cache_root):
+        root = str(local_path(cache_root))
+        try:
+            return sorted(os.path.join(root, n) for n in os.listdir(root) if n.startswith(CACHE_DIR_PREFIX))
+        except OSError:
+            return []
+    return [cache_directory(cache_root, key)]
 
 
 def package_version() -> str:
