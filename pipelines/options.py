@@ -104,6 +104,9 @@ class CompressParams:
         "compression key required: checkpoint, base weights, max-doc-tokens, device class). Users absent from "
         "--input keep their row. Usually the same as --output.", metavar="STORE")
     full_snapshot: bool = option(False, "With --previous: --input holds every user; users absent from it are dropped.")
+    allow_empty: bool = option(
+        False, "With --previous --full-snapshot: commit even when --input holds no valid document (every user "
+        "is dropped). Without it such a run is refused.")
     doc_cache: str | None = option(
         None, "Per-document compression cache (Parquet, keyed by document and compression key: checkpoint, base "
         "weights, max-doc-tokens, dtype, device class): edits and deletions are "

@@ -77,6 +77,8 @@ class JobPlan:
     user_buckets: int = 1
     compression_key: CompressionKey | None = None  # set by prepare(); None only in hand-built plans
     expected_latest: str | None = None  # what OUTPUT/LATEST named at launch: the commit's compare-and-swap
+    warnings: tuple[str, ...] = ()  # from the launch checks; announced
+    input_rows: int = 0
 
     @property
     def key(self) -> CompressionKey:
@@ -122,8 +124,71 @@ def match_input(pattern: str) -> list[str]:
         raise CompressError(f"--input {pattern}: cannot list files ({exc})") from exc
     files = sorted(m.path for m in metadata if not m.path.endswith("/"))
     if not files:
-        raise CompressError(f"--input {pattern}: no file matches")
+        raise CompressError(f"--input {pattern}: no file matches" + _partitioned_hint(pattern))
+    irregular = [path for path in files if is_local_uri(path) and not _is_regular_file(path)]
+    if irregular:  # a FIFO would block the footer read forever; a device file is no export either
+        more = f" (and {len(irregular) - 3} more)" if len(irregular) > 3 else ""
+        raise CompressError(
+            f"--input {pattern}: not a regular file: {', '.join(irregular[:3])}{more} (a FIFO, device or "
+            "socket); remove it or narrow the pattern"
+        )
     return files
+
+
+def _is_regular_file(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(local_path(path)).st_mode)
+    except OSError:
+        return False
+
+
+def _partitioned_hint(pattern: str) -> str:
+    """For ``DIR/*.parquet`` matching nothing while DIR's subfolders hold Parquet files (a
+    Hive-partitioned export, ``DIR/date=.../part-0.parquet``): the pattern that reads them."""
+    if not is_local_uri(pattern):
+        return ""
+    folder = os.path.dirname(local_path(pattern))
+    if "*" in folder or not os.path.isdir(folder):
+        return ""
+    for root, _, names in os.walk(folder):
+        if root != folder and any(name.endswith(".parquet") for name in names):
+            return (f"; {folder} has subfolders with Parquet files (a partitioned export?): "
+                    f"pass --input '{folder}/**/*.parquet'")
+    return ""
+
+
+def check_output_writable(output: str) -> None:
+    """Refuse, at launch, a local ``--output`` that cannot be created or written, with one line naming it.
+
+    Probes with a temporary file in the output directory, or (not there yet) in its nearest
+    existing ancestor, which is removed again; nothing else is created. Root ignores file
+    modes, so only an actual write tells (a read-only mount, a full or foreign filesystem).
+    Remote outputs are not probed (a write there costs a request and needs the job's credentials).
+    """
+    import uuid
+
+    if not is_local_uri(output):
+        return
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise CompressError(f"--output {output} exists and is not a directory")
+    folder = output
+    while not os.path.exists(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    if not os.path.isdir(folder):
+        raise CompressError(f"--output {output} cannot be created: {folder} is not a directory")
+    probe = os.path.join(folder, f".commer-write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        what = "is not writable" if folder == output else f"cannot be created in {folder}"
+        raise CompressError(f"--output {output} {what}: {exc.strerror or exc}") from exc
 
 
 def read_footer(path: str) -> tuple[pa.Schema, int, int]:
@@ -139,11 +204,12 @@ def read_footer(path: str) -> tuple[pa.Schema, int, int]:
 
 
 def check_input_schemas(
-    files: Sequence[str], params: CompressParams, threads: int = 16
+    files: Sequence[str], params: CompressParams, threads: int = 16, notes: list[str] | None = None
 ) -> tuple[list[tuple[str, int]], int]:
     """Every input file's footer, checked before any worker starts; returns ``([(file, row groups)], rows)``.
 
-    One error names each bad file and column.
+    One error names each bad file and column; warnings (a ``timestamp`` column of another
+    type) are appended to ``notes``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -151,6 +217,7 @@ def check_input_schemas(
 
     row_groups: dict[str, int] = {}
     rows: dict[str, int] = {}
+    warnings: list[str] = []
 
     def problem(path: str) -> str | None:
         try:
@@ -161,7 +228,11 @@ def check_input_schemas(
                 user_column=params.user_column,
                 doc_id_column=params.doc_id_column,
                 text_column=params.text_column,
+                timestamp_column=None,  # compress never reads it: see unread_timestamp_warning
             )
+            warning = unread_timestamp_warning(schema, path)
+            if warning:
+                warnings.append(warning)
         except (SchemaError, CompressError) as exc:
             return str(exc)
         return None
@@ -174,7 +245,24 @@ def check_input_schemas(
             "; ".join(problems[:3]) + more + f". Expected columns {params.user_column!r}, {params.doc_id_column!r}, "
             f"{params.text_column!r} (rename them with --user-column / --doc-id-column / --text-column)"
         )
+    if warnings:
+        more = f" (and {len(warnings) - 1} more files)" if len(warnings) > 1 else ""
+        if notes is not None:
+            notes.append(sorted(warnings)[0] + more)
     return [(path, row_groups[path]) for path in files], sum(rows.values())
+
+
+def unread_timestamp_warning(schema: pa.Schema, source: str, column: str = "timestamp") -> str | None:
+    """A ``timestamp`` column that is neither timestamp nor date: other readers would refuse it;
+    compress never reads it, so it only warns."""
+    index = schema.get_field_index(column)
+    if index < 0:
+        return None
+    type_ = schema.field(index).type
+    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
+        return None
+    return (f"warning: {source}: column {column!r} has type {type_}, not timestamp or date; "
+            "compress does not read it (ignored)")
 
 
 def runner_name(options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> str:
@@ -202,13 +290,13 @@ def processes_per_worker(options: PipelineOptions, runner: str) -> int | None:
 def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> JobPlan:
     """Resolve defaults and fail fast on bad input, checkpoint or base model."""
     pattern = resolve_input(params.input)
-    row_groups, input_rows = check_input_schemas(match_input(pattern), params)
+    notes: list[str] = []
+    row_groups, input_rows = check_input_schemas(match_input(pattern), params, notes=notes)
     checkpoint = load_checkpoint_config(params.checkpoint)
     base_model = check_base_model(params.base_model, checkpoint.config["base_model"])
     runner = runner_name(options, pipeline)
     output = normalize_location(params.output)
-    if is_local_uri(output) and os.path.exists(output) and not os.path.isdir(output):
-        raise CompressError(f"--output {output} exists and is not a directory")
+    check_output_writable(output)
     compressor_cfg = checkpoint.config["compressor"]
     k, d = int(compressor_cfg["num_embeddings"]), int(compressor_cfg["hidden_size"])
     fp = checkpoint.fingerprint
@@ -223,6 +311,8 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
         device_class=device,
     )
     previous = open_previous(params.previous, key) if params.previous else None
+    if previous is not None and params.full_snapshot and input_rows == 0 and not params.allow_empty:
+        raise CompressError(empty_snapshot_refusal(pattern, previous))
     latest = check_overwrite(output, params, previous)
     cache_root = normalize_location(params.doc_cache) if params.doc_cache else None
     # the previous version's documents are read (and shuffled) with tonight's rows
@@ -248,6 +338,8 @@ def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pip
         user_buckets=buckets,
         compression_key=key,
         expected_latest=latest,
+        warnings=tuple(notes),
+        input_rows=input_rows,
     )
 
 
@@ -366,6 +458,12 @@ def open_previous(uri: str, key: CompressionKey) -> PreviousVersion:
         document_files=tuple(as_uri(f) for f in store.document_files),
         documents=int(store.manifest.counts.get("documents", 0)),
     )
+
+
+def empty_snapshot_refusal(pattern: str, previous: PreviousVersion) -> str:
+    return (f"--full-snapshot with --input {pattern} holding no document would drop every user of {previous.label} "
+            f"({previous.documents} documents); nothing was written. Pass --allow-empty if the store is meant to "
+            "be emptied")
 
 
 def check_overwrite(output: str, params: CompressParams, previous: PreviousVersion | None) -> str | None:

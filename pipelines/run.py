@@ -35,7 +35,7 @@ from pipelines.interrupts import Interrupted, received
 from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
 from pipelines.model_handler import quiet_transformers
 from pipelines.options import CompressParams
-from pipelines.plan import CompressError, JobPlan, prepare
+from pipelines.plan import CompressError, JobPlan, empty_snapshot_refusal, prepare
 from pipelines.user_buckets import UserBucket
 from schemas import StoreManifest
 
@@ -130,6 +130,8 @@ def announce(plan: JobPlan, echo: Echo) -> None:
         f"base {plan.base_model}); runner {plan.runner}"
         + (f"; {plan.user_buckets} user buckets, one pipeline each" if plan.user_buckets > 1 else "")
     )
+    for warning in plan.warnings:
+        echo(f"commer: {warning}")
     if not plan.checkpoint_trained:
         echo("commer: note: this checkpoint is UNTRAINED (a placeholder); its soft prompts are not meaningful yet")
 
@@ -176,6 +178,10 @@ def verify_and_commit(
     metrics, committed = summed_metric_counts(bucket_metrics)
     counts.update({name: value for name, value in metrics.items() if name not in counts})
     check_counts(counts, committed, echo)
+    p = plan.params
+    if counts["users"] == 0 and plan.previous is not None and p.full_snapshot and not p.allow_empty:
+        raise CompressError(empty_snapshot_refusal(plan.input_pattern, plan.previous).replace(
+            "holding no document", "holding no valid document"))
     if counts["users"] == 0:
         echo("commer: warning: no valid document: the store has no user (see the dead letters)")
     manifest = StoreManifest(

@@ -47,12 +47,13 @@ def validate_corpus_schema(
     user_column: str = "user_id",
     doc_id_column: str = "doc_id",
     text_column: str = "text",
-    timestamp_column: str = "timestamp",
+    timestamp_column: str | None = "timestamp",
 ) -> None:
     """Raise :class:`SchemaError` naming ``source`` and every missing or mistyped column.
 
     Accepted: string-like user and text columns, string-like or integer doc ids, and an
-    optional timestamp/date column.
+    optional timestamp/date column (``timestamp_column=None``: not checked, for readers that
+    never read it, such as the compress job).
     """
     problems: list[str] = []
     expectations = (
@@ -66,7 +67,7 @@ def validate_corpus_schema(
             problems.append(f"missing column {column!r}")
         elif not accepts(schema.field(index).type):
             problems.append(f"column {column!r} has type {schema.field(index).type}, expected {expected}")
-    index = schema.get_field_index(timestamp_column)
+    index = schema.get_field_index(timestamp_column) if timestamp_column is not None else -1
     if index >= 0:
         type_ = schema.field(index).type
         if not (pa.types.is_timestamp(type_) or pa.types.is_date(type_)):
