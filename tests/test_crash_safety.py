@@ -99,3 +99,37 @@ def test_sigkill_leaves_the_previous_store_and_the_next_run_succeeds(committed, 
     # an older committed version beyond --keep-versions
     kept = [] if point == "before_latest" else killed
     assert sorted(p.name for p in store.iterdir()) == sorted([LATEST_NAME, first.version, again.version, *kept])
+
+
+def test_stale_beam_temp_folders_in_versions_and_the_cache_are_removed_live_ones_kept(tmp_path, tiny_checkpoint):
+    """Issue 19, defect 8: a killed run's ``beam-temp-*`` folders (in a version directory, in the
+    cache) are removed by a later commit once older than STALE_UNCOMMITTED_SECONDS; a younger one
+    may be a concurrent run's live temp folder and stays. Before: they were never removed."""
+    from pipelines.commit import STALE_UNCOMMITTED_SECONDS
+
+    corpus = write_corpus(tmp_path / "corpus", ROWS)
+    store, cache = tmp_path / "store", tmp_path / "cache"
+    first = run_job(corpus, store, tiny_checkpoint, "--doc-cache", str(cache))
+    (key_dir,) = [p for p in cache.iterdir() if p.is_dir()]
+    old = time.time() - STALE_UNCOMMITTED_SECONDS - 3600
+    planted = {}
+    for name, parent, age in [("stale-version", store / first.version, old), ("live-version", store / first.version, None),
+                              ("stale-cache", key_dir, old), ("live-cache", key_dir, None)]:
+        folder = parent / f"beam-temp-{name}-0123456789abcdef"
+        folder.mkdir()
+        (folder / "shard.parquet").write_bytes(b"partial")
+        if age is not None:
+            for path in (folder / "shard.parquet", folder):
+                os.utime(path, (age, age))
+        planted[name] = folder
+    again = run_job(corpus, store, tiny_checkpoint, "--previous", str(store), "--doc-cache", str(cache))
+    assert (store / LATEST_NAME).read_text().strip() == again.version
+    assert not planted["stale-version"].exists() and not planted["stale-cache"].exists()
+    assert planted["live-version"].exists() and planted["live-cache"].exists()
+    # a run's own temp folders go whatever their age (its failure path uses this)
+    from pipelines.commit import remove_stale_temp_dirs
+
+    mine = key_dir / "beam-temp-part-20260101T000000-cafebabe-1-0123"
+    mine.mkdir()
+    assert remove_stale_temp_dirs([str(key_dir)], "20260101T000000-cafebabe") == [str(mine)]
+    assert planted["live-cache"].exists()
