@@ -248,3 +248,18 @@ def test_swap_partners_pick_another_user_and_the_hinge_trains(tmp_path):
     assert result.completed and result.history[-1]["loss"] > 0
     with pytest.raises(TrainingError, match="swap_weight"):
         _config(swap_weight=-1.0)
+
+
+def test_best_dev_check_prefers_a_clearly_larger_gap_and_breaks_near_ties_by_perplexity():
+    from commer_core.training.dev import best_record
+
+    history = [
+        {"step": 75, "dev_perplexity": 54.25, "dev_gap": 0.0229},
+        {"step": 100, "dev_perplexity": 50.93, "dev_gap": 0.0007},  # gap clearly smaller: not better
+        {"step": 150, "dev_perplexity": 44.72, "dev_gap": 0.0214},  # a near tie on the gap, far lower perplexity
+    ]
+    assert best_record(history)["step"] == 150
+    assert best_record(history[:2])["step"] == 75
+    worse_ppl = [*history[:1], {"step": 200, "dev_perplexity": 70.0, "dev_gap": 0.2}]  # gap bought with perplexity
+    assert best_record(worse_ppl)["step"] == 75
+    assert best_record([*history[:1], {"step": 200, "dev_perplexity": 55.0, "dev_gap": 0.2}])["step"] == 200
