@@ -115,15 +115,33 @@ def test_real_model_perltqa_smoke(shared_data, tmp_path):
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3]), log
 
 
+@pytest.fixture(scope="module")
+def default_checkpoint_check(tmp_path_factory):
+    """The bundled checkpoint through the product path (compress job -> store -> PersonalizedLM) on
+    users it never saw: 32 synthetic users of another seed, from the held-out style families and facts."""
+    root = tmp_path_factory.mktemp("default-ckpt")
+    write_synthetic_lamp(root / "raw", users={"train": 1, "dev": 32}, seed=5)
+    _invoke("personalization-check", "--data", str(root / "raw"), "--task", "lamp7", "--split", "dev",
+            "--checkpoint", "default", "--output", str(root / "check"), "--docs-per-user", "0",
+            "--max-examples", "64", "--max-input-tokens", "64", "--max-target-tokens", "40", "--no-progress")
+    return json.loads((root / "check" / "personalization.json").read_text())
+
+
 @pytest.mark.slow
-def test_default_checkpoint_beats_untrained_and_none_on_new_synthetic_users(tmp_path):
-    """The shipped checkpoint on LaMP-7-format users it never saw (another seed than its training data)."""
-    raw, prep = tmp_path / "raw", tmp_path / "prep"
-    write_synthetic_lamp(raw, users={"train": 1, "dev": 8}, seed=7)
-    _invoke("prepare", "lamp7", "--source", str(raw), "--output", str(prep))
-    _invoke("evaluate", "--checkpoint", "default", "--data", str(prep), "--baseline", "none", "--docs-at-test", "8",
-            "--max-examples", "16", "--generate", "0", "--max-input-tokens", "96", "--max-target-tokens", "48",
-            "--output", str(tmp_path / "eval"), "--no-progress")
-    rows = {r["label"]: r for r in json.loads((tmp_path / "eval" / "results.json").read_text())["summary"]}
-    trained, untrained, none = (rows[k]["perplexity"] for k in ("commer-k16", "untrained-k16", "none"))
-    assert trained < none < untrained, rows
+def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_check):
+    """Own stored prompt beats no prompt and, by a small but real margin, another user's prompt.
+
+    Measured when bundled: own 46.9, other 47.7, none 62.4 ppl; gap +0.017 [+0.005, +0.031], own
+    better on 66% of 64 examples (docs/RESULTS.md).
+    """
+    report = default_checkpoint_check
+    assert report["none_gap"]["low"] > 0 and report["own_perplexity"] < report["none_perplexity"], report
+    assert report["gap"]["gap"] > 0 and report["gap"]["low"] > 0, report["gap"]
+    assert report["gap"]["own_better"] > 0.5, report["gap"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 17 open: the bundled checkpoint's gap is ~0.02 nats/token, the bar is 0.30")
+def test_default_checkpoint_meets_the_personalization_bar(default_checkpoint_check):
+    gap = default_checkpoint_check["gap"]
+    assert gap["gap"] >= 0.30 and gap["low"] > 0 and gap["own_better"] >= 0.85, gap
