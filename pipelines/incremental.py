@@ -65,6 +65,28 @@ def cache_directory(cache_root: str, key: CompressionKey) -> str:
     return FileSystems.join(cache_root, f"{CACHE_DIR_PREFIX}{key.digest[:32]}")
 
 
+
+def readable_cache_shards(files: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split cache shards into those whose Parquet footer reads and warnings naming the rest.
+
+    A truncated or garbled shard (a killed writer, a bad copy) would fail every later run;
+    skipped instead, its documents are simply cache misses and are recomputed."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    good: list[str] = []
+    warnings: list[str] = []
+    for path in files:
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as fh:
+                pq.ParquetFile(fh).schema_arrow
+        except Exception as exc:  # noqa: BLE001 - any unreadable footer means: do not read this shard
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            warnings.append(f"warning: cache shard {path} is unreadable ({reason}); its documents are recomputed")
+        else:
+            good.append(path)
+    return good, warnings
+
 # -- reading a previous store and the cache ---------------------------------------------------
 def pools_from_table(table: pa.Table, shape: tuple[int, int]) -> Iterable[tuple[str, MeanPool]]:
     """Store rows -> ``(user_id, MeanPool)`` partials rebuilt from (mean, n_docs)."""

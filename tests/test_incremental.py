@@ -114,6 +114,30 @@ def test_the_cache_serves_a_full_recompute_without_the_model(nights, tiny_checkp
     assert all(np.array_equal(a[u][0], b[u][0]) for u in a)
 
 
+def test_a_truncated_cache_shard_is_named_skipped_and_recomputed(nights, tiny_checkpoint, tmp_path, capsys):
+    """A cut cache shard fails no later run: the launch names it, its documents are cache misses."""
+    import glob
+
+    _, night_1, _, _ = nights
+    cache = ("--doc-cache", str(tmp_path / "cache"))
+    clean = run_job(night_1, tmp_path / "clean", tiny_checkpoint, *cache)
+    shards = sorted(glob.glob(str(tmp_path / "cache" / "key-*" / "part-*.parquet")))
+    assert shards and clean.counts["compressed"] == 7
+    bad = shards[0]
+    size = os.path.getsize(bad)
+    with open(bad, "r+b") as fh:
+        fh.truncate(size // 2)
+    capsys.readouterr()
+    again = run_job(night_1, tmp_path / "again", tiny_checkpoint, *cache)
+    err = capsys.readouterr().err
+    assert f"cache shard {bad} is unreadable" in err and "its documents are recomputed" in err
+    assert again.counts.get("documents_from_cache", 0) + again.counts.get("compressed", 0) == 7
+    assert again.counts.get("compressed", 0) >= 1
+    a, b = embeddings(tmp_path / "clean"), embeddings(tmp_path / "again")
+    assert a.keys() == b.keys()
+    assert all(np.allclose(a[u][0], b[u][0], atol=1e-5) and a[u][1] == b[u][1] for u in a)
+
+
 def test_previous_store_from_another_checkpoint_is_refused(nights, tiny_checkpoint, tmp_path):
     from commer_core.backbone import load_backbone
     from commer_core.checkpoint import save_checkpoint
