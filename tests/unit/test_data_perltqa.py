@@ -20,7 +20,7 @@ from commer_core.data import (
     split_perltqa,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PERLTQA = REPO.parent / "shared" / "data" / "perltqa"
 MEMORY = PERLTQA / "perltmem_en_v2.json"
 QA = PERLTQA / "perltqa_en_v2.json"

@@ -72,5 +72,5 @@ def test_data_package_imports_neither_torch_beam_nor_click() -> None:
     import sys
 
     code = "import sys, commer_core.data; print(sorted({'torch', 'apache_beam', 'click'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"

@@ -25,7 +25,7 @@ from pipelines.commit import LOCK_NAME
 from pipelines.faults import MARKER_ENV, PAUSE_ENV, PAUSE_POINTS
 from tests.helpers import job_args, run_job, write_corpus
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS = [{"user_id": f"user-{i % 5}", "doc_id": f"d{i}", "text": f"Document number {i} about topic {i % 3}."}
         for i in range(20)]
 

@@ -149,7 +149,7 @@ def test_a_5_mb_document_is_truncated_not_fatal(tmp_path, tiny_checkpoint):
 def test_a_heavy_user_is_one_pooled_row_across_many_batches_and_buckets(tmp_path, tiny_checkpoint):
     """The per-user mean is a (sum, count) combine: a user's documents, compressed in many
     batches, become one row with every document counted. The 100,000-document scale of
-    that property is tests/test_combine.py's (on the CombineFn, in a second)."""
+    that property is tests/unit/test_combine.py's (on the CombineFn, in a second)."""
     rows = [{"user_id": "heavy", "doc_id": str(i), "text": f"note {i % 97}"} for i in range(300)]
     corpus = write_corpus(tmp_path / "corpus", [*rows, *GOOD], n_files=2)
     result = run_job(corpus, tmp_path / "out", tiny_checkpoint, "--max-batch-size", "8", "--user-buckets", "2")

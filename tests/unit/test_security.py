@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for package in ("commer_core", "pipelines", "jobs", "schemas") for p in (ROOT / package).rglob("*.py"))
 
 

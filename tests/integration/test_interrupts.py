@@ -24,7 +24,7 @@ from commer_core.store import LATEST_NAME, open_store
 from pipelines.faults import MARKER_ENV, PAUSE_ENV
 from tests.helpers import job_args, run_job, write_corpus
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS = [{"user_id": f"user-{i % 3}", "doc_id": f"d{i}", "text": f"Document {i} about topic {i % 2}."} for i in range(6)]
 NEW = [{"user_id": "zoe", "doc_id": "z1", "text": "Zoe wrote about the harbour at dawn."}]
 

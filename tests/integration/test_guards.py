@@ -21,7 +21,7 @@ import pytest
 from commer_core.store import LATEST_NAME, open_store
 from tests.helpers import job_args, run_job, write_corpus, write_corrupt_parquet
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS = [{"user_id": f"user-{i % 3}", "doc_id": f"d{i}", "text": f"Document {i} about topic {i % 2}."} for i in range(6)]
 
 

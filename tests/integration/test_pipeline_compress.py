@@ -193,7 +193,7 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
     from apache_beam.io.filesystems import FileSystems
 
     from pipelines import commit as commit_mod
-    from tests.test_store import _manifest
+    from tests.unit.test_store import _manifest
 
     out = tmp_path / "store"
     stale = time.time() - commit_mod.STALE_UNCOMMITTED_SECONDS - 60
@@ -239,7 +239,7 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
 def test_a_commit_is_a_compare_and_swap_on_latest(tmp_path):
     """A run whose LATEST moved since launch writes nothing and says so in one line."""
     from pipelines import commit as commit_mod
-    from tests.test_store import _manifest
+    from tests.unit.test_store import _manifest
 
     out = tmp_path / "store"
     (out / "v-20200101T000000-a").mkdir(parents=True)
