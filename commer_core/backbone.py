@@ -191,10 +191,6 @@ def load_base_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
 
 
-#: Old name, kept while callers outside this module move to :func:`load_base_tokenizer`
-#: (jobs/evaluate_cmd.py, jobs/personalization_cmd.py, pipelines/model_handler.py, tests); remove then.
-load_tokenizer = load_base_tokenizer
-
 
 def resolve_model_folder(name_or_path: str) -> Path:
     """Turn a built-in name, local folder or hub id into a local folder of safetensors."""

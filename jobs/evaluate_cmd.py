@@ -129,10 +129,10 @@ class _Runner:
                  device: str, batch_size: int, n_generate: int, generate_at: list[int], max_new_tokens: int,
                  bf16: bool, swap: bool,
                  max_input_tokens: int, max_target_tokens: int, progress: bool) -> None:
-        from commer_core.backbone import load_tokenizer
+        from commer_core.backbone import load_base_tokenizer
         from commer_core.training import prepare_examples
 
-        tokenizer = load_tokenizer(base)
+        tokenizer = load_base_tokenizer(base)
         self.by_n = {n: prepare_examples(examples, tokenizer, n_docs=n, selection=selection, seed=seed,
                                          max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens)
                      for n in n_docs_list}

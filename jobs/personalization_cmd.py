@@ -211,7 +211,7 @@ def personalization_check(data: Path, split: str, task: str | None, checkpoint: 
 def _inputs(data: Path, split: str, task: str | None, checkpoint: str, docs_per_user: int, selection: str, seed: int,
             max_examples: int, max_input_tokens: int, max_target_tokens: int) -> tuple[Path, list[Any], list[Any]]:
     """The resolved ComMer checkpoint, the raw examples and their prepared (selected, truncated) forms."""
-    from commer_core.backbone import load_tokenizer
+    from commer_core.backbone import load_base_tokenizer
     from commer_core.training import checkpoint_info, prepare_examples
 
     info = checkpoint_info(checkpoint)
@@ -220,7 +220,7 @@ def _inputs(data: Path, split: str, task: str | None, checkpoint: str, docs_per_
         raise click.ClickException(f"{info['path']} is a {info['method']} checkpoint; the product path needs ComMer")
     if len({e.user_id for e in examples}) < 2:
         raise click.ClickException("a personalization check needs examples of at least 2 users")
-    prepared = prepare_examples(examples, load_tokenizer(info["base_model"]), n_docs=docs_per_user,
+    prepared = prepare_examples(examples, load_base_tokenizer(info["base_model"]), n_docs=docs_per_user,
                                 selection=selection, seed=seed, max_input_tokens=max_input_tokens,
                                 max_target_tokens=max_target_tokens)
     return Path(info["path"]), examples, prepared

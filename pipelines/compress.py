@@ -42,14 +42,14 @@ import apache_beam as beam
 from pipelines.graph import KeyByUser, build
 from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
 from pipelines.options import DEFAULT_OUTPUT, CompressParams, argument_parser, parse_args
-from pipelines.plan import CompressError, JobPlan, PreviousVersion, prepare
+from pipelines.plan import CompressError, JobPlan, PreviousVersion, plan_job
 from pipelines.run import CompressResult, echo_stderr, run_job, summarize_exception
 from pipelines.store_tables import GroupUsersByRange, ToStoreTables
 
 __all__ = [
     "DEFAULT_OUTPUT", "CompressError", "CompressParams", "CompressResult", "GroupUsersByRange", "JobPlan",
     "KeyByUser", "PreviousVersion", "ToStoreTables", "argument_parser", "build", "check_counts", "main",
-    "metric_counts", "parse_args", "prepare", "run", "run_job", "summarize_exception", "summed_metric_counts",
+    "metric_counts", "parse_args", "plan_job", "run", "run_job", "summarize_exception", "summed_metric_counts",
 ]
 
 

@@ -111,12 +111,12 @@ _TOKENIZERS: dict[str, Any] = {}
 _TOKENIZERS_LOCK = threading.Lock()
 
 
-def load_tokenizer(base_model: str) -> Any:
+def worker_tokenizer(base_model: str) -> Any:
     """The base model's tokenizer, loaded once per process."""
     with _TOKENIZERS_LOCK:
         if base_model not in _TOKENIZERS:
             quiet_transformers()
-            from commer_core.backbone import load_tokenizer as load_base_tokenizer
+            from commer_core.backbone import load_base_tokenizer
 
             _TOKENIZERS[base_model] = load_base_tokenizer(base_model)
         return _TOKENIZERS[base_model]
@@ -142,7 +142,7 @@ class TokenizeDocs(beam.DoFn):
         self._tokenizer = None
 
     def setup(self) -> None:
-        self._tokenizer = load_tokenizer(self._base_model)
+        self._tokenizer = worker_tokenizer(self._base_model)
 
     def process(self, docs: Sequence[CorpusDoc]) -> Iterable[Any]:
         from commer_core.compressor import tokenize_documents

@@ -75,7 +75,7 @@ class JobPlan:
     cache_root: str | None = None
     cache_files: tuple[str, ...] = ()
     user_buckets: int = 1
-    compression_key: CompressionKey | None = None  # set by prepare(); None only in hand-built plans
+    compression_key: CompressionKey | None = None  # set by plan_job(); None only in hand-built plans
     expected_latest: str | None = None  # what OUTPUT/LATEST named at launch: the commit's compare-and-swap
     warnings: tuple[str, ...] = ()  # from the launch checks; announced
     input_rows: int = 0
@@ -128,7 +128,7 @@ def processes_per_worker(options: PipelineOptions, runner: str) -> int | None:
     return int(parallelism) if parallelism else None
 
 
-def prepare(params: CompressParams, options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> JobPlan:
+def plan_job(params: CompressParams, options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> JobPlan:
     """Resolve defaults and fail fast on bad input, checkpoint or base model."""
     pattern = resolve_input(params.input)
     notes: list[str] = []

@@ -35,7 +35,7 @@ from pipelines.interrupts import Interrupted, received
 from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
 from pipelines.model_handler import quiet_transformers
 from pipelines.options import CompressParams
-from pipelines.plan import CompressError, JobPlan, empty_snapshot_refusal, prepare
+from pipelines.plan import CompressError, JobPlan, empty_snapshot_refusal, plan_job
 from pipelines.user_buckets import UserBucket
 from schemas import StoreManifest
 
@@ -72,7 +72,7 @@ def run_job(
     """Check, run, verify and commit; raises :class:`CompressError` (or CommitError) on failure."""
     quiet_transformers()
     options = test_pipeline.options if test_pipeline is not None else PipelineOptions(list(beam_args))
-    plan = prepare(params, options, test_pipeline)
+    plan = plan_job(params, options, test_pipeline)
     announce(plan, echo)
     try:
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)

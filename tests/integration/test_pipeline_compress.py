@@ -149,11 +149,11 @@ def test_store_layout_manifest_and_readers(in_process_run, tiny_checkpoint):
 
 def test_graph_is_labelled_and_per_user_means_assert_that(tmp_path, tiny_checkpoint, expected_means):
     from pipelines.commit import new_staging_area
-    from pipelines.compress import build, parse_args, prepare
+    from pipelines.compress import build, parse_args, plan_job
 
     corpus = write_corpus(tmp_path / "corpus", corpus_rows(), n_files=1)
     params, beam_args = parse_args(job_args(corpus, tmp_path / "store", tiny_checkpoint))
-    plan = prepare(params, PipelineOptions(beam_args))
+    plan = plan_job(params, PipelineOptions(beam_args))
     staging = new_staging_area(plan.output)
     expected = [(user, value) for user, value in expected_means.items()]
     with BeamTestPipeline() as p:

@@ -79,10 +79,10 @@ def test_an_unknown_random_architecture_names_the_choices():
 
 def test_the_job_tokenizes_for_a_random_architecture_with_smollm2s_tokenizer():
     """The compress job's workers tokenize apart from the model: a random: base model must resolve there too."""
-    from commer_core.backbone import load_tokenizer
-    from pipelines.model_handler import load_tokenizer as worker_tokenizer
+    from commer_core.backbone import load_base_tokenizer
+    from pipelines.model_handler import worker_tokenizer
 
     text = "A tweet about hiking, tea and Beam."
-    expected = load_tokenizer("smollm2-135m")(text)["input_ids"]
+    expected = load_base_tokenizer("smollm2-135m")(text)["input_ids"]
     assert worker_tokenizer("random:gemma-2b")(text)["input_ids"] == expected
     assert load_backbone("random:smollm2-135m", device="meta").tokenizer(text)["input_ids"] == expected

@@ -134,10 +134,10 @@ def test_batch_defaults_follow_the_device():
 
 
 def test_tokenize_docs_takes_batches_and_dead_letters_only_the_text_its_tokenizer_rejects():
-    from commer_core.backbone import load_tokenizer
+    from commer_core.backbone import load_base_tokenizer
     from pipelines.model_handler import TokenizeDocs
 
-    real = load_tokenizer("tiny-random")
+    real = load_base_tokenizer("tiny-random")
     calls = []
 
     def picky(texts, **kwargs):  # the real tokenizer, but it rejects any batch holding "BOOM"
