@@ -38,7 +38,12 @@ class Scored:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll / max(self.n_tokens, 1))
+        return perplexity(self.nll, self.n_tokens)
+
+
+def perplexity(nll: float, tokens: int) -> float:
+    """exp(NLL / tokens), with no tokens counted as one (an empty set scores exp(0) = 1)."""
+    return math.exp(nll / max(tokens, 1))
 
 
 class Generator:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
+from commer_core.generator import perplexity
 from commer_core.training.examples import PreparedExample
 from commer_core.training.methods import Method
 
@@ -39,11 +39,6 @@ def score_examples(
             nll, counts = method.generator.target_nll(prefixes, [e.input for e in batch], [e.target for e in batch])
         out.extend((float(a), int(b)) for a, b in zip(nll.float().cpu(), counts.cpu()))
     return out
-
-
-def perplexity(nll: float, tokens: int) -> float:
-    """exp(NLL / tokens), with no tokens counted as one (an empty set scores exp(0) = 1)."""
-    return math.exp(nll / max(tokens, 1))
 
 
 def corpus_perplexity(scores: Sequence[tuple[float, int]]) -> float:
