@@ -2,9 +2,9 @@
 """Soak test of the nightly compress job (issue 19): run by hand, not in CI.
 
 Runs N incremental ``commer-pipeline compress --previous S --output S --doc-cache C`` runs
-against one store, each as a real process, with random faults: SIGKILL or SIGINT at a
-random moment, or two writers racing (disjoint users, started together). After each step it
-checks:
+against one store, each as a real process, with random faults: SIGKILL or SIGINT at a named
+pause point of the job (pipelines/faults.py) or at a random time, or two writers racing (disjoint
+users, started together). After each step it checks:
 
 * ``LATEST`` names a complete version (it opens; its manifest's user count is its rows);
 * the store equals a clean recompute of what it should hold (every committed run's users,
@@ -32,12 +32,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+from pipelines.faults import MARKER_ENV, PAUSE_ENV, PAUSE_POINTS, RESUME_ENV, SYNC_POINTS  # noqa: E402
 TOLERANCE = 1e-4
+#: When a kill or an interrupt lands: at each named point of the job, or at a random time.
+MOMENTS = (*PAUSE_POINTS, *SYNC_POINTS, "random")
+MOMENT_TIMEOUT_S = 300.0
 TOPICS = ["the harbour", "a ski tour", "bread baking", "tax forms", "chess openings", "river birds"]
 
 
@@ -52,6 +57,7 @@ class Tally:
     checks_passed: int = 0
     checks_failed: int = 0
     failures: list[str] = field(default_factory=list)
+    moments: Counter[str] = field(default_factory=Counter)  # where kills and interrupts landed
 
     def check(self, ok: bool, what: str) -> None:
         if ok:
@@ -100,12 +106,38 @@ def tonight(rng: random.Random, truth: dict[str, list[tuple[str, str]]], serial:
     return docs
 
 
-def start(args: list[str]) -> subprocess.Popen:
+def start(args: list[str], pause: dict[str, str] | None = None) -> subprocess.Popen:
+    """The job as a real process; ``pause`` sets its ``COMMER_PAUSE_*`` variables (pipelines/faults.py)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for name in ("COMMER_PAUSE_AT", "COMMER_PAUSE_MARKER", "COMMER_PAUSE_RESUME"):
+    for name in (PAUSE_ENV, MARKER_ENV, RESUME_ENV):
         env.pop(name, None)
+    env.update(pause or {})
     return subprocess.Popen([sys.executable, "-m", "jobs.cli", "compress", *args], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def signal_at(proc: subprocess.Popen, sig: int, moment: str, files: tuple[Path, Path], rng: random.Random) -> bool:
+    """Send ``sig`` at ``moment``: a named pause point (once the job has reached it) or a random time.
+
+    At a pause point the job is held until the signal is sent, then let go (the resume file),
+    as the job would have gone on had nobody paused it. False when the job ended first.
+    """
+    marker, resume = files
+    if moment == "random":
+        try:
+            proc.wait(timeout=rng.uniform(4.0, 22.0))
+            return False
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+            return True
+    deadline = time.monotonic() + MOMENT_TIMEOUT_S
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    resume.touch()
+    return True
 
 
 def latest(store: Path) -> str | None:
@@ -164,16 +196,16 @@ class Soak:
             self.check_users(serial, [d for (rc, _), d in zip(results, docs) if rc == 0])
         else:
             docs = tonight(self.rng, self.truth, serial)
-            proc = start(self.incremental(write_users(self.root / f"corpus-{serial}", docs)))
             sig = {"sigkill": signal.SIGKILL, "sigint": signal.SIGINT}.get(action)
-            if sig is not None:
-                try:
-                    proc.wait(timeout=self.rng.uniform(4.0, 22.0))
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(sig)
+            moment = self.rng.choice(MOMENTS) if sig is not None else ""
+            files = (self.root / f"paused-{serial}", self.root / f"resume-{serial}")
+            pause = {PAUSE_ENV: moment, MARKER_ENV: str(files[0]), RESUME_ENV: str(files[1])} if moment else None
+            proc = start(self.incremental(write_users(self.root / f"corpus-{serial}", docs)), pause)
+            landed = signal_at(proc, sig, moment, files, self.rng) if sig is not None else False
+            self.tally.moments[moment if landed else "not reached"] += sig is not None
             rc, err = proc.wait(), proc.stderr.read()
             moved = latest(self.store) != before
-            outcome = f"rc {rc}" + (", committed" if moved else "")
+            outcome = f"rc {rc}" + (f" at {moment}" if landed else "") + (", committed" if moved else "")
             if action == "clean":
                 self.tally.clean += 1
                 self.tally.check(rc == 0, f"run {serial} (clean): exit {rc}: {err[-800:]}")
@@ -198,7 +230,7 @@ class Soak:
             self.check_users(serial, [docs] if rc == 0 else [])
         self.tally.runs += 1 if action != "race" else 2
         self.check_store(serial)
-        print(f"run {serial:>3}  {action:<8} {outcome:<22} {time.monotonic() - t0:6.1f} s  "
+        print(f"run {serial:>3}  {action:<8} {outcome:<36} {time.monotonic() - t0:6.1f} s  "
               f"LATEST {latest(self.store)}  users {len(self.truth)}", flush=True)
 
     # -- checks ----------------------------------------------------------------------------
@@ -282,6 +314,7 @@ def main() -> int:
           f"{t.interrupts}\n{'  racing (x2)':<16}{t.races}\n{'committed':<16}{t.committed}\n"
           f"{'checks passed':<16}{t.checks_passed}\n{'checks failed':<16}{t.checks_failed}\n"
           f"{'seconds':<16}{time.monotonic() - t0:.0f}")
+    print("signals landed: " + ", ".join(f"{m} {n}" for m, n in sorted(t.moments.items())))
     if not options.keep and options.workdir is None:
         shutil.rmtree(root, ignore_errors=True)
     return 1 if t.checks_failed else 0
