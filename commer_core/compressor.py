@@ -67,7 +67,7 @@ class Compressor(nn.Module):
         # initialised to the token embeddings' own per-dimension RMS, so the prompt starts at the
         # scale the generator expects. Part of the checkpoint: the job and serving see the same rows.
         norm = self.config.prompt_norm
-        self.prompt_gain = nn.Parameter(token_embedding_rms(backbone.model)) if norm != "none" else None
+        self.prompt_gain = nn.Parameter(token_embedding_rms(backbone.model)) if norm in ("rms", "center") else None
         # "center" first subtracts a running mean of the rows (per slot; ~97% of the raw rows' energy is
         # a direction every user shares, which normalising alone keeps) and adds a learned bias after
         # the gain: what every user shares is then the bias's to carry, the rest is the user's own.
@@ -75,6 +75,12 @@ class Compressor(nn.Module):
         self.prompt_bias = nn.Parameter(torch.zeros(k, d)) if norm == "center" else None
         self.prompt_center: torch.Tensor | None
         self.register_buffer("prompt_center", torch.zeros(k, d) if norm == "center" else None)
+        # "vocab": each row becomes the mixture of token embeddings the model predicts there,
+        # softmax(h E_out^T / t) E_in, at a learned temperature t: the prompt is made of (blends of) real
+        # tokens, which a frozen causal LM knows how to read and copy, and a mean of such rows is a
+        # mixture too. exp(0) = 1: the model's own next-token distribution at the start.
+        self.prompt_log_temperature = nn.Parameter(torch.zeros(())) if norm == "vocab" else None
+        self._embedding_scale = embedding_output_scale(backbone.model) if norm == "vocab" else 1.0
         self.to(backbone.device)
         self.eval()
 
@@ -82,13 +88,14 @@ class Compressor(nn.Module):
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
         """The two groups the method trains (they take different learning rates); the gain goes with the embeddings."""
         lora = [p for n, p in self.peft_model.named_parameters() if "lora_" in n]
-        scale = [p for p in (self.prompt_gain, self.prompt_bias) if p is not None]
+        scale = [p for p in (self.prompt_gain, self.prompt_bias, self.prompt_log_temperature) if p is not None]
         return {"embeddings": [self.compression_embeddings, *scale], "lora": lora}
 
     def soft_tensors(self) -> dict[str, torch.Tensor]:
         """The compressor's own tensors besides the LoRA, by the names the checkpoint (and resume state) store."""
         named = {"compression_embeddings": self.compression_embeddings, "prompt_gain": self.prompt_gain,
-                 "prompt_bias": self.prompt_bias, "prompt_center": self.prompt_center}
+                 "prompt_bias": self.prompt_bias, "prompt_center": self.prompt_center,
+                 "prompt_log_temperature": self.prompt_log_temperature}
         return {name: t for name, t in named.items() if t is not None}
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
@@ -167,8 +174,10 @@ class Compressor(nn.Module):
         """Compression rows (n, k, d) at the generator's input scale (``prompt_norm``); unchanged for ``none``.
 
         In training mode ``center`` first folds the batch's mean row per slot into the running
-        centre (momentum :data:`CENTER_MOMENTUM`); in eval mode (the job, serving) it is fixed.
+        centre (momentum :data:`CENTER_MOMENTUM`); in eval mode (the job, serving) it is fixed. ``vocab`` maps rows to token-embedding mixtures.
         """
+        if self.prompt_log_temperature is not None:
+            return self._vocab_mixture(rows)
         if self.prompt_gain is None:
             return rows
         x = rows.float()
@@ -180,6 +189,14 @@ class Compressor(nn.Module):
         if self.prompt_bias is not None:
             x = x + self.prompt_bias.float()
         return x.to(rows.dtype)
+
+    def _vocab_mixture(self, rows: torch.Tensor) -> torch.Tensor:
+        """softmax(rows E_out^T / t) E_in, at the scale the embedding layer feeds the decoder."""
+        base = self.peft_model.get_base_model()
+        logits = rows.float() @ base.get_output_embeddings().weight.float().T
+        weights = torch.softmax(logits * torch.exp(-self.prompt_log_temperature.float()), dim=-1)
+        mixture = weights @ base.get_input_embeddings().weight.float()
+        return (mixture * self._embedding_scale).to(rows.dtype)
 
     @torch.no_grad()
     def _update_center(self, rows: torch.Tensor) -> None:
@@ -218,12 +235,18 @@ def token_embedding_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]
     by sqrt(d), and vectors passed as ``inputs_embeds`` (compression embeddings, prompt-tuning
     tokens, merged prompts) skip the layer, so they must be drawn at the scaled size.
     """
-    layer = model.get_input_embeddings()
-    table = layer.weight.detach().float()
-    probe = torch.arange(min(8, table.shape[0]), device=layer.weight.device)
-    with torch.no_grad():
-        scale = float(layer(probe).float().norm() / table[probe].norm().clamp_min(1e-12))
+    table = model.get_input_embeddings().weight.detach().float()
+    scale = embedding_output_scale(model)
     return table.mean(0).cpu() * scale, table.std(0).cpu() * scale
+
+
+def embedding_output_scale(model: nn.Module) -> float:
+    """What the embedding layer multiplies its weights by (sqrt(d) on Gemma, 1 on most models)."""
+    layer = model.get_input_embeddings()
+    table = layer.weight.detach()
+    probe = torch.arange(min(8, table.shape[0]), device=table.device)
+    with torch.no_grad():
+        return float(layer(probe).float().norm() / table[probe].float().norm().clamp_min(1e-12))
 
 
 def token_embedding_rms(model: nn.Module) -> torch.Tensor:

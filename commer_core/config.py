@@ -10,7 +10,7 @@ DEFAULT_BASE_MODEL = "smollm2-135m"
 # Attention projections: the LoRA target that keeps a checkpoint small (all-linear
 # LoRA r=64 on SmolLM2 is ~78 MB); override for the paper's heavier setting.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-PROMPT_NORMS = ("none", "rms", "center")
+PROMPT_NORMS = ("none", "rms", "center", "vocab")
 PROMPT_POSITIONS = ("turn", "start")
 # What new training and the untrained baselines use; a checkpoint without the field was trained with "start".
 DEFAULT_PROMPT_POSITION = "turn"
@@ -53,8 +53,9 @@ class CompressorConfig:
     max_doc_tokens: int = 512
     hidden_size: int | None = None
     # How compression rows are scaled for the generator: "none" (the final layer's states as they
-    # are; checkpoints from before this option), "rms" (normalised, times a learned gain) or
-    # "center" (a running mean subtracted first, a learned bias added last; see Compressor).
+    # are; checkpoints from before this option), "rms" (normalised, times a learned gain),
+    # "center" (a running mean subtracted first, a learned bias added last), or "vocab" (each row
+    # becomes the mixture of token embeddings the model predicts at it). See Compressor.
     prompt_norm: str = "none"
     # Where the generator puts the prompt in a chat layout: "turn" (inside the user turn, before the
     # input) or "start" (before everything: checkpoints from before this option). See task_format.

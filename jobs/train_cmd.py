@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, PROMPT_POSITIONS, LoraSettings
+from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, PROMPT_NORMS, PROMPT_POSITIONS, LoraSettings
 from jobs.errors import cli_errors
 
 _LORA = LoraSettings()  # the LoRA defaults, written once (TrainConfig takes the same)
@@ -58,10 +58,11 @@ def _load_task_data(data: Path) -> tuple[list, list]:
               show_default=True, help="Chat backbones: the prompt inside the user turn, before the input ('turn'), "
                                       "or before the whole chat text ('start', where the first token's attention-sink "
                                       "role makes it hard to read).")
-@click.option("--prompt-norm", type=click.Choice(["rms", "center", "none"]), default="rms", show_default=True,
+@click.option("--prompt-norm", type=click.Choice(list(PROMPT_NORMS)), default="rms", show_default=True,
               help="ComMer: RMS-normalise compression rows times a learned gain (starts at the token "
                    "embeddings' scale); 'center' first subtracts a running mean of the rows and adds a "
-                   "learned bias; 'none' feeds final-layer states as they are.")
+                   "learned bias; 'vocab' turns each row into the mixture of token embeddings the model "
+                   "predicts there (learned temperature); 'none' feeds final-layer states as they are.")
 @click.option("--swap-weight", default=0.0, show_default=True,
               help="Weight of the swap hinge: pays when another user's prompt scores this user's target "
                    "within --swap-margin nats/token of the user's own (0: off).")

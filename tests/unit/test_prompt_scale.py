@@ -72,3 +72,35 @@ def test_a_centered_checkpoint_reloads_to_the_same_compressions(tmp_path):
     save_checkpoint(compressor, tmp_path / "ckpt", trained=False)
     again = load_checkpoint(tmp_path / "ckpt", load_backbone("tiny-random"))
     assert torch.allclose(again.compress_texts(DOCS), compressor.compress_texts(DOCS), atol=1e-5)
+
+
+def test_vocab_prompt_rows_are_mixtures_of_the_token_embeddings_the_model_predicts():
+    backbone = load_backbone("tiny-random")
+    compressor = _compressor(backbone, "vocab")
+    rows = compressor.compress_texts(DOCS)
+    table = backbone.model.get_input_embeddings().weight.detach().float()
+    # a convex combination of embedding rows: no row is longer than the longest token
+    assert float(rows.norm(dim=-1).max()) <= float(table.norm(dim=-1).max()) + 1e-4
+    # and it is the softmax of the model's own next-token logits at those positions (temperature 1)
+    states = torch.randn(3, 4, table.shape[1])
+    expected = torch.softmax(states @ backbone.model.get_output_embeddings().weight.detach().float().T, -1) @ table
+    assert torch.allclose(compressor.scale_prompt(states), expected, atol=1e-5)
+    with torch.no_grad():
+        compressor.prompt_log_temperature.fill_(-30.0)  # near zero temperature: the single most likely token
+    hard = compressor.scale_prompt(states)
+    top = (states @ backbone.model.get_output_embeddings().weight.detach().float().T).argmax(-1)
+    assert torch.allclose(hard, table[top], atol=1e-3)
+    assert any(p is compressor.prompt_log_temperature for p in compressor.trainable_parameters()["embeddings"])
+    assert "prompt_log_temperature" in compressor.soft_tensors()
+
+
+def test_a_vocab_checkpoint_reloads_to_the_same_compressions(tmp_path):
+    from commer_core.checkpoint import load_checkpoint, save_checkpoint
+
+    compressor = _compressor(load_backbone("tiny-random"), "vocab")
+    with torch.no_grad():
+        compressor.prompt_log_temperature.fill_(0.3)
+    save_checkpoint(compressor, tmp_path / "ckpt", trained=False)
+    again = load_checkpoint(tmp_path / "ckpt", load_backbone("tiny-random"))
+    assert abs(float(again.prompt_log_temperature) - 0.3) < 1e-6
+    assert torch.allclose(again.compress_texts(DOCS), compressor.compress_texts(DOCS), atol=1e-5)
