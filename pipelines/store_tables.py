@@ -1,7 +1,11 @@
 """Store writing: per-user means -> sorted ``pa.Table`` chunks, one Parquet row group each.
 
 Users are grouped by user-id quantile ranges, so each row group covers a narrow, sorted
-run of ids and a reader looking up a few users skips the others by their statistics.
+run of ids (readers without the lookup index skip the others by their statistics). A
+row group holds at most :data:`ROW_GROUP_BYTES` of embeddings: a lookup reads one whole
+row group, so its size is the latency of a lookup, while each row group costs about
+500-800 bytes of footer that a reader holds in memory (docs/PERFORMANCE.md, "Serving").
+:func:`store_writer_options` is the one definition of how the files are encoded.
 """
 
 from __future__ import annotations
@@ -20,6 +24,35 @@ from pipelines.validate import METRICS_NAMESPACE
 from schemas import TIMESTAMP_TYPE, store_schema
 
 
+#: Raw embedding bytes a row group holds at most (then fewer rows than ``rows_per_row_group``):
+#: 7 users at k=16, d=576 (one lookup decodes ~0.3 ms), 64 (the row cap) at k=4, d=64.
+ROW_GROUP_BYTES = 256 * 1024
+#: Codec of the store's files. The embedding column is written byte-stream-split (floats'
+#: bytes grouped by position, so exponents compress) and without dictionary: at k=16, d=576
+#: 31.9 KB per user, against 34.4 KB zstd alone, 37.0 KB uncompressed and 52.9 KB with
+#: dictionary encoding, which never repeats for float vectors (docs/PERFORMANCE.md).
+STORE_CODEC = "zstd"
+#: The Parquet leaf path of the embedding's values.
+EMBEDDING_LEAF = "embedding.list.element"
+#: Columns whose values repeat (constants per version, small counts): dictionary-encoded.
+_DICTIONARY_COLUMNS = ["num_embeddings", "hidden_size", "n_docs", "checkpoint_fingerprint", "computed_at"]
+
+
+def store_writer_options() -> dict[str, Any]:
+    """``pq.ParquetWriter`` keyword arguments of every embeddings file (the job's sink and the serving bench).
+
+    Statistics only on ``user_id``: the other columns' statistics serve no reader and each
+    costs footer bytes per row group.
+    """
+    return {"compression": STORE_CODEC, "use_dictionary": list(_DICTIONARY_COLUMNS),
+            "use_byte_stream_split": [EMBEDDING_LEAF], "write_statistics": ["user_id"]}
+
+
+def rows_per_row_group(k: int, d: int, cap: int) -> int:
+    """Users per row group: ``cap`` or fewer, so that a row group's embeddings stay within :data:`ROW_GROUP_BYTES`."""
+    return max(1, min(cap, ROW_GROUP_BYTES // (4 * k * d)))
+
+
 def assign_range(element: tuple[str, Any], bounds: Sequence[str]) -> tuple[int, tuple[str, Any]]:
     """Key a user row by the quantile range its id falls in."""
     inner = list(bounds[1:-1]) if len(bounds) > 2 else []
@@ -31,7 +64,7 @@ class ToStoreTables(beam.DoFn):
 
     Each table becomes one Parquet row group covering a contiguous, sorted run of user ids,
     so its ``user_id`` min/max statistics are narrow and readers skip it unless it can hold
-    the ids they look for.
+    the ids they look for. ``rows_per_table`` is a cap (:func:`rows_per_row_group`).
     """
 
     def __init__(
@@ -40,7 +73,7 @@ class ToStoreTables(beam.DoFn):
         self._k, self._d = num_embeddings, hidden_size
         self._fingerprint = fingerprint
         self._computed_at = computed_at
-        self._rows_per_table = rows_per_table
+        self._rows_per_table = rows_per_row_group(num_embeddings, hidden_size, rows_per_table)
         self._users_written = Metrics.counter(METRICS_NAMESPACE, "users_written")
 
     def process(self, element: tuple[int, Iterable[tuple[str, tuple[np.ndarray, int]]]]):

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from schemas.corpus import TIMESTAMP_TYPE, doc_field
+from schemas.store_index import StoreIndexInfo
 
 #: Highest manifest format this code reads and the one it writes.
 MANIFEST_FORMAT_VERSION = 1
@@ -176,6 +177,11 @@ class StoreManifest:
                       "dtype, device class) and its digest; null in stores written before it was recorded "
                       "(unknown: --previous refuses them)."),
     )
+    index: StoreIndexInfo | None = field(
+        default=None,
+        metadata=_doc("The version's lookup index (schemas.store_index: files, users, format); null in stores "
+                      "written before it existed, which readers open with a warning and scan instead."),
+    )
 
     def __post_init__(self) -> None:
         for name in ("checkpoint_fingerprint", "base_model", "input_pattern", "runner", "package_version"):
@@ -204,6 +210,8 @@ class StoreManifest:
             raise ValueError("manifest field 'finished_at' is before 'started_at'")
         if self.compression_key is not None and not isinstance(self.compression_key, CompressionKey):
             raise ValueError(f"manifest field 'compression_key' must be a CompressionKey (got {self.compression_key!r})")
+        if self.index is not None and not isinstance(self.index, StoreIndexInfo):
+            raise ValueError(f"manifest field 'index' must be a StoreIndexInfo (got {self.index!r})")
 
     def to_json(self) -> str:
         """Stable, human-readable JSON (sorted keys, ISO 8601 times)."""
@@ -211,6 +219,7 @@ class StoreManifest:
         for name in ("started_at", "finished_at"):
             data[name] = data[name].isoformat()
         data["compression_key"] = self.compression_key.to_dict() if self.compression_key is not None else None
+        data["index"] = self.index.to_dict() if self.index is not None else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -236,6 +245,8 @@ class StoreManifest:
             kwargs[name] = _parse_time(name, kwargs[name])
         if kwargs.get("compression_key") is not None:
             kwargs["compression_key"] = CompressionKey.from_dict(kwargs["compression_key"])
+        if kwargs.get("index") is not None:
+            kwargs["index"] = StoreIndexInfo.from_dict(kwargs["index"])
         return cls(**kwargs)
 
 
