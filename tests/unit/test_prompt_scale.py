@@ -3,7 +3,7 @@
 import torch
 
 from commer_core.backbone import load_backbone, random_backbone
-from commer_core.compressor import Compressor, draw_soft_tokens, token_embedding_rms
+from commer_core.compressor import VOCAB_TEMPERATURE, Compressor, draw_soft_tokens, token_embedding_rms
 from commer_core.config import CompressorConfig, LoraSettings
 from commer_core.training import PromptTuningMethod, generator_only
 from tests.helpers import DOCS
@@ -81,9 +81,10 @@ def test_vocab_prompt_rows_are_mixtures_of_the_token_embeddings_the_model_predic
     table = backbone.model.get_input_embeddings().weight.detach().float()
     # a convex combination of embedding rows: no row is longer than the longest token
     assert float(rows.norm(dim=-1).max()) <= float(table.norm(dim=-1).max()) + 1e-4
-    # and it is the softmax of the model's own next-token logits at those positions (temperature 1)
+    # and it is the softmax of the model's own next-token logits at those positions, at the temperature
     states = torch.randn(3, 4, table.shape[1])
-    expected = torch.softmax(states @ backbone.model.get_output_embeddings().weight.detach().float().T, -1) @ table
+    logits = states @ backbone.model.get_output_embeddings().weight.detach().float().T
+    expected = torch.softmax(logits / VOCAB_TEMPERATURE, -1) @ table
     assert torch.allclose(compressor.scale_prompt(states), expected, atol=1e-5)
     with torch.no_grad():
         compressor.prompt_log_temperature.fill_(-30.0)  # near zero temperature: the single most likely token
