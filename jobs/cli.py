@@ -10,9 +10,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import signal
 import sys
 
 import click
+
+from pipelines.faults import pause_point
+from pipelines.interrupts import EXIT_CODES, Interrupted, interrupt_on_signals, received
 
 # name -> (module, attribute, one-line help shown by `commer-pipeline --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -37,6 +41,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
+        self.resolved = name
+        pause_point("command_import")  # the command's imports (torch, Beam) take seconds: Ctrl-C lands here
         module, attr, _ = COMMANDS[name]
         if importlib.util.find_spec(module) is None:
             return None
@@ -59,8 +65,29 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(cli.main(standalone_mode=True))
+    """Console-script entry point.
+
+    Ctrl-C or SIGTERM that no command handles itself (while Python imports a command's
+    dependencies, say) ends in one line and exit 130 / 143, as inside a run, not in
+    Click's "Aborted!" and exit 1.
+    """
+    with interrupt_on_signals(once=False):
+        try:
+            code = cli.main(standalone_mode=False)
+        except click.exceptions.Abort:
+            click.echo(interrupted_line(getattr(cli, "resolved", None)), err=True)
+            sys.exit(EXIT_CODES[received() or signal.SIGINT])
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def interrupted_line(command: str | None) -> str:
+    """What an interrupt outside a command's own handling leaves true: compress had staged nothing yet."""
+    if command == "compress":
+        return Interrupted(received() or signal.SIGINT).line()
+    return "commer: interrupted"
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ RESUME_ENV = "COMMER_PAUSE_RESUME"
 #: written but before the version's manifest, after the manifest but before ``LATEST``.
 PAUSE_POINTS = ("write_shard", "before_manifest", "before_latest")
 #: More points for the concurrency and interrupt tests: after each user bucket's pipeline has
-#: finished; after ``LATEST`` names the new version (still under the commit lock).
-SYNC_POINTS = ("bucket_done", "after_latest")
+#: finished; after ``LATEST`` names the new version (still under the commit lock); while the
+#: CLI imports a command (before any run exists).
+SYNC_POINTS = ("bucket_done", "after_latest", "command_import")
 
 
 def pause_point(name: str) -> None:

@@ -57,13 +57,21 @@ def _handler(signum: int, frame) -> None:
     # a second Ctrl-C / SIGTERM while the run removes its staging: noted, not raised
 
 
-@contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` (once) in the main thread while inside.
+def _handler_every(signum: int, frame) -> None:
+    global _received
+    _received = _received or signum
+    raise KeyboardInterrupt
 
-    Handle :class:`Interrupted` (and a ``KeyboardInterrupt`` raised outside the run) inside
-    it: :func:`received` is reset on the way out. Outside the main thread (signals cannot be
-    handled there) it does nothing.
+
+@contextmanager
+def interrupt_on_signals(once: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the main thread while inside.
+
+    ``once``: only the first signal raises (a run cleaning up its staging is not cut short);
+    otherwise every one does (the CLI around its commands: a second Ctrl-C still stops a
+    process whose first one a library swallowed). Handle :class:`Interrupted` (and a
+    ``KeyboardInterrupt`` raised outside the run) inside it: :func:`received` is reset on the
+    way out. Outside the main thread (signals cannot be handled there) it does nothing.
     """
     global _received
     if threading.current_thread() is not threading.main_thread():
@@ -72,7 +80,7 @@ def interrupt_on_signals() -> Iterator[None]:
     _received = None
     previous = {sig: signal.getsignal(sig) for sig in EXIT_CODES}
     for sig in EXIT_CODES:
-        signal.signal(sig, _handler)
+        signal.signal(sig, _handler if once else _handler_every)
     try:
         yield
     finally:
