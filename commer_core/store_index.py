@@ -4,9 +4,10 @@ Why: a service answers each request batch with ``get(user_ids)``. Scanning row-g
 statistics costs time linear in the store's users (110 ms at 1M users); this module holds
 the sorted ids (about 24 bytes per user for 16-character ids), finds a user by binary
 search, answers an unknown user without any I/O, and reads exactly one byte range per
-row group it needs, decoded by pyarrow with the footer the index carries (no request to
-an embedding file's footer, so a single-user ``get`` is one ranged read on an object
-store, or a HEAD and a GET where the filesystem cannot read a range without opening).
+row group it needs, decoded by pyarrow with the footer entries the index carries (no
+request to an embedding file's footer, so a single-user ``get`` is one ranged read on an
+object store). Footers stay serialized, cut per row group (``commer_core.parquet_footer``):
+parsed whole they would take ~6 KB of memory per row group, 92 bytes per user at 1M users.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from commer_core.parquet_footer import row_group_footer
 from commer_core.store import StoreError
 from schemas import INDEX_FILES_SCHEMA, INDEX_USERS_SCHEMA, StoreIndexInfo
 
@@ -36,8 +38,8 @@ def read_object(fs: pafs.FileSystem, path: str, offset: int | None = None, lengt
     """
     fsspec_fs = getattr(getattr(fs, "handler", None), "fs", None)
     if fsspec_fs is not None:
-        if offset is None:
-            return fsspec_fs.cat_file(path)
+        if offset is None:  # a range from 0: without one s3fs asks for the size first (a HEAD)
+            return fsspec_fs.cat_file(path, start=0)
         return fsspec_fs.cat_file(path, start=offset, end=offset + length)
     if offset is None:
         with fs.open_input_stream(path) as fh:
@@ -56,22 +58,21 @@ def read_ranges(fs: pafs.FileSystem, path: str, ranges: Sequence[tuple[int, int]
 
 
 class _SortedIds(Sequence):
-    """The sorted user ids as one bytes object and its offsets, indexable for :mod:`bisect`."""
+    """The sorted user ids, indexable for :mod:`bisect`: views of the Arrow array's own buffers (no copy)."""
 
     def __init__(self, ids: pa.Array) -> None:
         _, offsets, data = ids.buffers()
         width = np.int64 if pa.types.is_large_string(ids.type) else np.int32
-        raw = np.frombuffer(offsets, dtype=width)[ids.offset : ids.offset + len(ids) + 1]
-        start, end = int(raw[0]), int(raw[-1])
-        self._offsets = array.array("q" if width is np.int64 else "i", (raw - start).astype(width).tobytes())
-        self._data = data.slice(start, end - start).to_pybytes() if data is not None else b""
+        self._offsets = np.frombuffer(offsets, dtype=width)[ids.offset : ids.offset + len(ids) + 1]
+        self._data = memoryview(data) if data is not None else memoryview(b"")
+        self._ids = ids  # owns the buffers
         self._n = len(ids)
 
     def __len__(self) -> int:
         return self._n
 
     def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
-        return self._data[self._offsets[i] : self._offsets[i + 1]]
+        return bytes(self._data[self._offsets[i] : self._offsets[i + 1]])
 
     def find(self, user_id: str) -> int:
         """The position of ``user_id``, or -1."""
@@ -80,12 +81,11 @@ class _SortedIds(Sequence):
         return i if i < self._n and self[i] == key else -1
 
     def to_arrow(self) -> pa.Array:
-        return pa.Array.from_buffers(pa.string() if self._offsets.typecode == "i" else pa.large_string(), self._n,
-                                     [None, pa.py_buffer(self._offsets), pa.py_buffer(self._data)])
+        return self._ids
 
     @property
     def nbytes(self) -> int:
-        return len(self._data) + self._offsets.itemsize * len(self._offsets)
+        return int(self._offsets[-1] - self._offsets[0]) + self._offsets.nbytes if self._n else 0
 
 
 class _Window(io.RawIOBase):
@@ -125,10 +125,13 @@ class StoreIndex:
     def __init__(self, root: str, users: pa.Table, files: pa.Table) -> None:
         self.root = root
         self._ids = _SortedIds(users.column("user_id").combine_chunks())
-        self._rows = users.column("row").to_numpy().astype(np.uint32)
+        self._rows = users.column("row").combine_chunks().to_numpy()  # uint32, zero-copy
         self.file_names: list[str] = files.column("name").to_pylist()
         self._sizes: list[int] = files.column("size").to_pylist()
-        self._footers = [pq.read_metadata(pa.BufferReader(f)) for f in files.column("footer").to_pylist()]
+        self._footer_parts = list(zip(*(files.column(c).to_pylist()
+                                         for c in ("footer_head", "footer_middle", "footer_tail")))) or []
+        self._rg_footers = pa.chunked_array(
+            [c.flatten() for c in files.column("row_group_footers").chunks], pa.binary()).combine_chunks()
         per_file = files.column("row_group_rows").to_pylist()
         self._rg_file = np.repeat(np.arange(len(per_file), dtype=np.int32), [len(r) for r in per_file])
         self._rg_in_file = np.concatenate([np.arange(len(r), dtype=np.int32) for r in per_file]) if per_file else \
@@ -170,15 +173,25 @@ class StoreIndex:
 
     @property
     def footer_bytes(self) -> int:
-        """Serialized size of the embedding files' footers the index holds (parsed, about as much memory)."""
-        return sum(md.serialized_size for md in self._footers)
+        """Bytes of the embedding files' footers the index holds (serialized: only what a read parses is parsed)."""
+        return self._rg_footers.nbytes + sum(len(b) for parts in self._footer_parts for b in parts)
+
+    @property
+    def row_groups(self) -> int:
+        return len(self._rg_file)
 
     def users(self) -> pa.Array:
         return self._ids.to_arrow()
 
     def arrow_schema(self) -> pa.Schema:
-        """The embedding files' schema (from the first file's footer)."""
-        return self._footers[0].schema.to_arrow_schema()
+        """The embedding files' schema (from the first row group's footer)."""
+        return self._metadata(0, [0]).schema.to_arrow_schema()
+
+    def _metadata(self, f: int, groups: list[int]) -> pq.FileMetaData:
+        """The footer of file ``f`` holding only ``groups`` (global row-group numbers), in that order."""
+        rows = sum(self._rg_start[g + 1] - self._rg_start[g] for g in groups)
+        entries = [self._rg_footers[g].as_py() for g in groups]
+        return pq.read_metadata(pa.BufferReader(row_group_footer(*self._footer_parts[f], entries, rows)))
 
     def locate(self, user_ids: Sequence[str]) -> dict[str, int]:
         """``{user_id: row}`` for the ids present; absent ids cost no I/O."""
@@ -219,9 +232,8 @@ class StoreIndex:
             fetched = read_ranges(fs, path, ranges)
             window = pa.PythonFile(_Window([(o, d) for (o, _), d in zip(ranges, fetched)], self._sizes[f], path),
                                    mode="r")
-            reader = pq.ParquetFile(window, metadata=self._footers[f], pre_buffer=False)
-            return reader.read_row_groups([int(self._rg_in_file[g]) for g in groups], columns=READ_COLUMNS,
-                                          use_threads=False)
+            reader = pq.ParquetFile(window, metadata=self._metadata(f, groups), pre_buffer=False)
+            return reader.read_row_groups(list(range(len(groups))), columns=READ_COLUMNS, use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot read {path} (row groups {[int(self._rg_in_file[g]) for g in groups]}): "
                              f"{exc}") from exc

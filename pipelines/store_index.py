@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from commer_core.parquet_footer import FooterError, SplitFooter, row_group_footer, split_footer
 from commer_core.store import EMBEDDINGS_GLOB
 from commer_core.store_index import READ_COLUMNS
 from pipelines.commit import CommitError
@@ -73,9 +74,28 @@ def file_entry(path: str, name: str) -> tuple[dict, pa.Array]:
         rows.append(group.num_rows)
         offsets.append(start)
         lengths.append(end - start)
-    entry = {"name": name, "size": size, "footer": footer, "row_group_rows": rows, "read_offset": offsets,
-             "read_length": lengths}
+    parts = _split(footer, metadata, path, leaves.index(_LEAVES[0]))
+    entry = {"name": name, "size": size, "footer_head": parts.head, "footer_middle": parts.middle,
+             "footer_tail": parts.tail, "row_group_footers": parts.row_groups, "row_group_rows": rows,
+             "read_offset": offsets, "read_length": lengths}
     return entry, ids.combine_chunks()
+
+
+def _split(footer: bytes, metadata: pq.FileMetaData, path: str, leaf: int) -> SplitFooter:
+    """The footer cut per row group, checked: the last row group spliced back reads as the original."""
+    try:
+        parts = split_footer(footer[:-8])
+        if not parts.row_groups:
+            return parts
+        last = metadata.num_row_groups - 1
+        rows = metadata.row_group(last).num_rows
+        alone = pq.read_metadata(pa.BufferReader(row_group_footer(parts.head, parts.middle, parts.tail,
+                                                                  parts.row_groups[-1:], rows)))
+    except (FooterError, OSError, pa.ArrowException) as exc:
+        raise CommitError(f"{path}: cannot cut its footer per row group ({exc}); cannot index the store") from exc
+    if alone.row_group(0).column(leaf).data_page_offset != metadata.row_group(last).column(leaf).data_page_offset:
+        raise CommitError(f"{path}: its footer cut per row group does not read back; cannot index the store")
+    return parts
 
 
 def build_index(version_root: str) -> tuple[pa.Table, pa.Table]:

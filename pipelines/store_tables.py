@@ -48,9 +48,9 @@ def store_writer_options() -> dict[str, Any]:
             "use_byte_stream_split": [EMBEDDING_LEAF], "write_statistics": ["user_id"]}
 
 
-def rows_per_row_group(k: int, d: int, cap: int) -> int:
+def rows_per_row_group(k: int, d: int, cap: int, dtype: str = "float32") -> int:
     """Users per row group: ``cap`` or fewer, so that a row group's embeddings stay within :data:`ROW_GROUP_BYTES`."""
-    return max(1, min(cap, ROW_GROUP_BYTES // (4 * k * d)))
+    return max(1, min(cap, ROW_GROUP_BYTES // (np.dtype(dtype).itemsize * k * d)))
 
 
 def assign_range(element: tuple[str, Any], bounds: Sequence[str]) -> tuple[int, tuple[str, Any]]:
@@ -68,12 +68,14 @@ class ToStoreTables(beam.DoFn):
     """
 
     def __init__(
-        self, num_embeddings: int, hidden_size: int, fingerprint: str, computed_at: datetime, rows_per_table: int
+        self, num_embeddings: int, hidden_size: int, fingerprint: str, computed_at: datetime, rows_per_table: int,
+        dtype: str = "float32",
     ):
         self._k, self._d = num_embeddings, hidden_size
+        self._dtype = dtype  # the means are float64 sums / counts; the store keeps them as float32 (or float16)
         self._fingerprint = fingerprint
         self._computed_at = computed_at
-        self._rows_per_table = rows_per_row_group(num_embeddings, hidden_size, rows_per_table)
+        self._rows_per_table = rows_per_row_group(num_embeddings, hidden_size, rows_per_table, dtype)
         self._users_written = Metrics.counter(METRICS_NAMESPACE, "users_written")
 
     def process(self, element: tuple[int, Iterable[tuple[str, tuple[np.ndarray, int]]]]):
@@ -83,10 +85,11 @@ class ToStoreTables(beam.DoFn):
             yield self.to_table(rows[start : start + self._rows_per_table])
 
     def to_table(self, rows: Sequence[tuple[str, tuple[np.ndarray, int]]]) -> pa.Table:
-        schema = store_schema(self._k, self._d)
+        schema = store_schema(self._k, self._d, self._dtype)
         n = len(rows)
-        flat = np.stack([np.asarray(mean, dtype=np.float32).reshape(-1) for _, (mean, _) in rows]).reshape(-1)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), type=schema.field("embedding").type)
+        flat = np.stack([np.asarray(mean, dtype=self._dtype).reshape(-1) for _, (mean, _) in rows]).reshape(-1)
+        item = schema.field("embedding").type.value_type
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat, item), type=schema.field("embedding").type)
         table = pa.Table.from_arrays(
             [
                 pa.array([user for user, _ in rows], pa.string()),

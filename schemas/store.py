@@ -31,21 +31,28 @@ def _check_positive_int(name: str, value: object) -> int:
     return value
 
 
-def store_schema(k: int, d: int) -> pa.Schema:
+#: Value types a store's embedding may be written in: float32 (the default), or float16 (opt-in,
+#: half the size; its effect on the personalization gap is in docs/PERFORMANCE.md, "Serving").
+STORE_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+def store_schema(k: int, d: int, dtype: str = "float32") -> pa.Schema:
     """Arrow schema of store rows for ``k`` compression embeddings of hidden size ``d``.
 
-    The embedding is a flat ``fixed_size_list<float32>[k*d]`` (row-major ``k x d``) so
+    The embedding is a flat ``fixed_size_list<dtype>[k*d]`` (row-major ``k x d``) so
     that each row is one contiguous buffer and a wrong shape fails at write time.
     """
     _check_positive_int("k (num_embeddings)", k)
     _check_positive_int("d (hidden_size)", d)
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"store dtype must be one of {sorted(STORE_DTYPES)} (got {dtype!r})")
     return pa.schema(
         [
             doc_field("user_id", pa.string(), "The user whose documents were merged.", nullable=False),
             doc_field(
                 "embedding",
-                pa.list_(pa.field("item", pa.float32(), nullable=False), k * d),
-                "Mean of the user's document compressions, row-major k x d, float32.",
+                pa.list_(pa.field("item", STORE_DTYPES[dtype], nullable=False), k * d),
+                f"Mean of the user's document compressions, row-major k x d, {dtype}.",
                 nullable=False,
             ),
             doc_field("num_embeddings", pa.int32(), "k: number of soft-prompt vectors.", nullable=False),
@@ -68,6 +75,7 @@ def store_schema(k: int, d: int) -> pa.Schema:
             "doc": "ComMer embedding store: one merged soft prompt per user.",
             "num_embeddings": str(k),
             "hidden_size": str(d),
+            **({"dtype": dtype} if dtype != "float32" else {}),
         },
     )
 

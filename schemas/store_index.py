@@ -9,9 +9,11 @@ version it commits, before the manifest, which lists them (:class:`StoreIndexInf
   its row number in the version (rows counted across the embedding files in the order of
   the files table);
 - ``_INDEX_FILES.parquet`` (:data:`INDEX_FILES_SCHEMA`): one row per embedding file: its
-  name, size, row groups (rows and the byte range holding the ``user_id`` .. ``n_docs``
-  column chunks of each) and the file's Parquet footer, so that a reader needs no request
-  to the embedding files before reading the one byte range that holds a user.
+  name, size, row groups (rows and the byte range holding the ``embedding`` .. ``n_docs``
+  column chunks of each) and the file's Parquet footer cut per row group
+  (``commer_core.parquet_footer``), so that a reader needs no request to the embedding
+  files before reading the one byte range that holds a user, and parses and holds only the
+  footer entries of the row groups it reads.
 """
 
 from __future__ import annotations
@@ -42,12 +44,17 @@ INDEX_FILES_SCHEMA = pa.schema(
     [
         doc_field("name", pa.string(), "Embedding file name, relative to the version directory.", nullable=False),
         doc_field("size", pa.int64(), "The file's size in bytes.", nullable=False),
-        doc_field("footer", pa.binary(), "The file's last bytes: Parquet footer, its length and 'PAR1'.",
+        doc_field("footer_head", pa.binary(), "The file's Parquet footer up to its num_rows value.", nullable=False),
+        doc_field("footer_middle", pa.binary(), "The footer between num_rows and the row_groups list.",
+                  nullable=False),
+        doc_field("footer_tail", pa.binary(), "The footer after the row_groups list.", nullable=False),
+        doc_field("row_group_footers", pa.list_(pa.field("item", pa.binary(), nullable=False)),
+                  "Each row group's own footer entry (commer_core.parquet_footer splices them back).",
                   nullable=False),
         doc_field("row_group_rows", pa.list_(pa.field("item", pa.int32(), nullable=False)),
                   "Rows of each row group, in file order.", nullable=False),
         doc_field("read_offset", pa.list_(pa.field("item", pa.int64(), nullable=False)),
-                  "Per row group: where its user_id .. n_docs column chunks start.", nullable=False),
+                  "Per row group: where its embedding .. n_docs column chunks start.", nullable=False),
         doc_field("read_length", pa.list_(pa.field("item", pa.int64(), nullable=False)),
                   "Per row group: the bytes those column chunks span.", nullable=False),
     ],

@@ -37,12 +37,14 @@ def _ranges(users: int, ranges: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def _write_files(version: Path, users: int, k: int, d: int, files: int, fingerprint: str, seed: int) -> None:
+def _write_files(version: Path, users: int, k: int, d: int, files: int, fingerprint: str, seed: int,
+                 dtype: str) -> None:
     defaults = CompressParams(output="unused")
-    writer = ToStoreTables(k, d, fingerprint, T0, defaults.rows_per_row_group)
+    writer = ToStoreTables(k, d, fingerprint, T0, defaults.rows_per_row_group, dtype)
     rng = np.random.default_rng(seed)
     options = store_writer_options()
-    sinks = [pq.ParquetWriter(version / f"embeddings-{f:05d}-of-{files:05d}.parquet", store_schema(k, d), **options)
+    sinks = [pq.ParquetWriter(version / f"embeddings-{f:05d}-of-{files:05d}.parquet", store_schema(k, d, dtype),
+                              **options)
              for f in range(files)]
     try:
         for n, ids in enumerate(_ranges(users, defaults.store_ranges)):
@@ -56,7 +58,7 @@ def _write_files(version: Path, users: int, k: int, d: int, files: int, fingerpr
 
 
 def build_store(root: Path, users: int, k: int, d: int, *, files: int = 1, seed: int = 0,
-                checkpoint: dict[str, Any] | None = None) -> Path:
+                checkpoint: dict[str, Any] | None = None, dtype: str = "float32") -> Path:
     """A committed store of ``users`` random users under ``root`` (created); returns ``root``.
 
     ``checkpoint`` (``fingerprint``, ``base_model``, ``base_model_sha256``) makes the store
@@ -65,16 +67,24 @@ def build_store(root: Path, users: int, k: int, d: int, *, files: int = 1, seed:
     ckpt = checkpoint or {"fingerprint": "b" * 64, "base_model": "bench", "base_model_sha256": None}
     version = root / VERSION
     version.mkdir(parents=True, exist_ok=True)
-    _write_files(version, users, k, d, files, ckpt["fingerprint"], seed)
+    _write_files(version, users, k, d, files, ckpt["fingerprint"], seed, dtype)
     manifest = StoreManifest(
         checkpoint_fingerprint=ckpt["fingerprint"], base_model=ckpt["base_model"],
         base_model_sha256=ckpt["base_model_sha256"], num_embeddings=k, hidden_size=d, counts={"users": users},
         input_pattern="bench://random", runner="bench", started_at=T0, finished_at=T0 + timedelta(seconds=1),
         package_version="bench")
+    commit_version(version, manifest)
+    return root
+
+
+def commit_version(version: Path, manifest: StoreManifest) -> None:
+    """Index the embeddings files written under ``version``, then write its manifest and point LATEST at it.
+
+    The steps of the job's commit, without its lock (nothing else writes these stores).
+    """
     manifest, _ = write_index(str(version), manifest)
     (version / MANIFEST_NAME).write_text(manifest.to_json())
-    (root / LATEST_NAME).write_text(VERSION + "\n")
-    return root
+    (version.parent / LATEST_NAME).write_text(version.name + "\n")
 
 
 def store_bytes(root: Path) -> dict[str, int]:
