@@ -31,7 +31,7 @@ from commer_core.backbone import Backbone, load_backbone
 from commer_core.compressor import Compressor
 from commer_core.config import CompressorConfig
 from commer_core.errors import CommerError
-from commer_core.files import replace_dir, staging_dir
+from commer_core.files import is_local_uri, local_path, publish_dir, replace_dir, staging_dir
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "commer_config.json"
@@ -81,9 +81,44 @@ def save_checkpoint(
     return fingerprint(path)
 
 
+def local_checkpoint(path: str | Path) -> Path:
+    """A local directory holding the checkpoint at ``path``: itself when local; a remote one
+    (``s3://``, ``gs://``, any fsspec URI, read through :mod:`commer_core.storage`) copied once.
+
+    Why a copy: safetensors and PEFT read local files. The copy lives in
+    ``$COMMER_HOME/checkpoints/<fingerprint[:32]>`` (the compress job's workers use the same
+    place), is verified before it is published there by one rename, and is reused while the
+    remote ``checksums.json`` (hence the fingerprint) stays the same.
+    """
+    if is_local_uri(path):
+        return local_path(path)
+    from commer_core.backbone import commer_home
+    from commer_core.storage import StorageError, download_tree, read_bytes
+
+    uri = str(path).rstrip("/")
+    try:
+        sums = read_bytes(f"{uri}/{CHECKSUMS_FILE}")
+    except (StorageError, OSError) as exc:
+        raise CheckpointError(f"{uri} is not a readable commer checkpoint (no {CHECKSUMS_FILE}: {exc})") from exc
+    target = commer_home() / "checkpoints" / hashlib.sha256(sums).hexdigest()[:32]
+    if (target / CHECKSUMS_FILE).is_file():
+        return target
+    with staging_dir(target) as staging:
+        try:
+            download_tree(uri, staging)
+        except (StorageError, OSError) as exc:
+            raise CheckpointError(f"cannot copy checkpoint {uri}: {exc}") from exc
+        try:
+            verify(staging)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {uri}: {exc}") from exc
+        publish_dir(staging, target, marker=CHECKSUMS_FILE)
+    return target
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's JSON config, after verifying every file's checksum."""
-    path = Path(path)
+    """The checkpoint's JSON config, after verifying every file's checksum (remote URIs: :func:`local_checkpoint`)."""
+    path = local_checkpoint(path)
     verify(path)
     return json.loads((path / CONFIG_FILE).read_text())
 
@@ -95,8 +130,10 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> Compressor:
-    """Rebuild a compressor; refuses a backbone whose weights differ from the one trained on."""
-    path = Path(path)
+    """Rebuild a compressor; refuses a backbone whose weights differ from the one trained on.
+
+    ``path`` is a directory or a remote URI (:func:`local_checkpoint`)."""
+    path = local_checkpoint(path)
     config = read_config(path)
     base = config["base_model"]
     if backbone is None:
@@ -129,7 +166,7 @@ def load_checkpoint(
 
 def fingerprint(path: str | Path) -> str:
     """Identity of a checkpoint: sha256 of its checksums file (which covers every file)."""
-    return hashlib.sha256((Path(path) / CHECKSUMS_FILE).read_bytes()).hexdigest()
+    return hashlib.sha256((local_checkpoint(path) / CHECKSUMS_FILE).read_bytes()).hexdigest()
 
 
 #: File formats a checkpoint may hold: JSON, safetensors and PEFT's adapter README. Anything

@@ -71,11 +71,12 @@ class StoreError(CommerError, ValueError):
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if is_local_uri(uri):
-        return pafs.LocalFileSystem(), os.path.abspath(local_path(uri))
+    """The store's pyarrow filesystem: native locally, else fsspec as configured in :mod:`commer_core.storage`."""
+    from commer_core.storage import StorageError, arrow_filesystem
+
     try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        return arrow_filesystem(uri)
+    except (StorageError, ValueError, OSError) as exc:
         raise StoreError(f"cannot open store location {uri!r}: {exc}") from exc
 
 

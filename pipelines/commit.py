@@ -24,21 +24,17 @@ the previous committed store readable and unchanged; its leftovers are an unrefe
 
 The lock (:func:`commit_lock`) is an ``flock`` on ``OUTPUT/LATEST.lock`` on local (and
 NFS/POSIX) filesystems: the kernel releases it when its holder dies, so a killed run never
-leaves a stale lock. Object stores (gs://, s3://) have no lock and no atomic rename here:
-the check and the write of ``LATEST`` are two requests, and two runs committing within
-the same moment can still both succeed (the later one wins). :func:`swap_latest` is the one
-place to give them a conditional write (generation / If-Match preconditions).
+leaves a stale lock. Object stores (s3://, gs://) have no lock: ``LATEST`` is replaced by
+one conditional write on the version token read with it (S3 ``If-Match`` ETag /
+``If-None-Match: *``, GCS ``ifGenerationMatch``), so of two runs that read the same
+``LATEST`` the store itself lets exactly one write it (:func:`swap_latest`). Other remote
+filesystems (no conditional write here) write ``LATEST`` unconditionally, with a warning.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -50,7 +46,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from commer_core.errors import CommerError
-from commer_core.files import is_local_uri, local_path
+from commer_core.files import is_local_uri
 from commer_core.store import (
     DEAD_LETTER_GLOB,
     DEAD_LETTER_PREFIX,
@@ -62,6 +58,7 @@ from commer_core.store import (
     MANIFEST_NAME,
     VERSION_PREFIX,
 )
+from pipelines.commit_lock import LOCK_NAME, LOCK_WAIT_SECONDS, commit_lock  # noqa: F401  (re-exported)
 from pipelines.faults import pause_point
 from pipelines.versions import (  # noqa: F401  (re-exported: callers import them from here)
     STALE_UNCOMMITTED_SECONDS,
@@ -82,12 +79,6 @@ log = logging.getLogger(__name__)
 
 #: Parquet codec of every file the job writes (Beam's default is none).
 PARQUET_CODEC = "zstd"
-
-
-#: The commit lock's file, beside LATEST (local filesystems only).
-LOCK_NAME = LATEST_NAME + ".lock"
-#: How long a commit waits for another run's commit (and pruning) to release the lock.
-LOCK_WAIT_SECONDS = 300.0
 
 
 class CommitError(CommerError, RuntimeError):
@@ -254,18 +245,20 @@ def commit(area: StagingArea, manifest: StoreManifest, keep_versions: int = KEEP
 def swap_latest(area: StagingArea, manifest: StoreManifest, expected_latest: str | None, keep_versions: int) -> None:
     """The commit itself, the one place that moves ``LATEST``: under :func:`commit_lock`, check
     that ``LATEST`` still names ``expected_latest``, write the manifest, replace ``LATEST``,
-    then prune old versions (still under the lock, so no prune sees a half-made commit)."""
+    then prune old versions (locally still under the lock, so no prune sees a half-made commit).
+
+    On s3:// and gs:// there is no lock: ``LATEST`` is replaced by a conditional write on the
+    version token read with it (:func:`commer_core.storage.write_if`), so of two runs that
+    read the same ``LATEST`` exactly one can replace it; the other fails here.
+    """
     try:
         with commit_lock(area.output):
-            current = read_latest(area.output)
+            current, token = _read_latest_for_swap(area.output)
             if current != expected_latest:
-                raise LatestMovedError(
-                    f"LATEST moved from {_describe(expected_latest)} to {_describe(current)} while this run was "
-                    f"computing; nothing committed (rerun to include the other run's users)"
-                )
+                raise LatestMovedError(_moved(expected_latest, current))
             _write_atomically(FileSystems.join(area.root, MANIFEST_NAME), manifest.to_json(), area.run_id)
             pause_point("before_latest")
-            _write_atomically(FileSystems.join(area.output, LATEST_NAME), area.version + "\n", area.run_id)
+            _replace_latest(area, expected_latest, token)
             removed = prune_versions(area.output, area.version, keep_versions, current or None)
             remove_stale_temp_dirs(
                 [FileSystems.join(area.output, v) for v in sorted(set(list_versions(area.output)) - set(removed))],
@@ -278,68 +271,50 @@ def swap_latest(area: StagingArea, manifest: StoreManifest, expected_latest: str
         raise CommitError(f"could not commit the store in {area.output}: {exc}") from exc
 
 
+def _moved(expected: str | None, current: str | None) -> str:
+    return (f"LATEST moved from {_describe(expected)} to {_describe(current)} while this run was computing; "
+            "nothing committed (rerun to include the other run's users)")
+
+
+def _conditional(output: str) -> bool:
+    """Whether ``output``'s ``LATEST`` is swapped by a conditional write (object stores that have one)."""
+    from commer_core.storage import CONDITIONAL_PROTOCOLS, protocol
+
+    return protocol(output) in CONDITIONAL_PROTOCOLS
+
+
+def _read_latest_for_swap(output: str) -> tuple[str | None, str | None]:
+    """What ``LATEST`` names now (as :func:`read_latest`) and, on object stores, its version token."""
+    if not _conditional(output):
+        return read_latest(output), None
+    from commer_core.storage import read_versioned
+
+    data, token = read_versioned(FileSystems.join(output, LATEST_NAME))
+    if data is not None:
+        return data.decode("utf-8", "replace").strip(), token
+    return ("" if FileSystems.exists(FileSystems.join(output, MANIFEST_NAME)) else None), None
+
+
+def _replace_latest(area: StagingArea, expected: str | None, token: str | None) -> None:
+    """Point ``LATEST`` at ``area``'s version: a rename locally (under the lock), a conditional write
+    on object stores (:class:`LatestMovedError` when another run's write came first)."""
+    latest = FileSystems.join(area.output, LATEST_NAME)
+    if not _conditional(area.output):
+        if not is_local_uri(area.output):
+            log.warning("%s: no conditional write on this filesystem; two runs committing at once can both "
+                        "succeed (see docs/OPERATIONS.md)", area.output)
+        _write_atomically(latest, area.version + "\n", area.run_id)
+        return
+    from commer_core.storage import PreconditionFailed, write_if
+
+    try:
+        write_if(latest, (area.version + "\n").encode("utf-8"), token)
+    except PreconditionFailed:
+        raise LatestMovedError(_moved(expected, read_latest(area.output))) from None
+
+
 def _describe(latest: str | None) -> str:
     return "(no store)" if latest is None else (latest or "(a flat store)")
-
-
-@contextmanager
-def commit_lock(output: str, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
-    """Exclusive commit lock of the store at ``output``: ``flock`` on ``OUTPUT/LATEST.lock``.
-
-    Local filesystems only (a no-op elsewhere; see the module docstring). The kernel drops
-    the lock when the holder exits or is killed, so there is no stale lock to detect. The
-    file is removed on release; a waiter that locked a file removed meanwhile tries again
-    (it checks that the path still names the inode it locked).
-    """
-    if not is_local_uri(output):
-        yield
-        return
-    import fcntl
-
-    path = os.path.join(str(local_path(output)), LOCK_NAME)
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise CommitError(
-                            f"another run has held the commit lock {path} for over {wait_seconds:.0f} s "
-                            f"({_read_holder(fd)}); nothing committed"
-                        ) from None
-                    time.sleep(0.05)
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)  # the holder before us removed this file: lock the current one
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc).isoformat()}\n"
-                 .encode())
-        yield
-    finally:
-        try:
-            os.unlink(path)  # before unlocking: a waiter then sees the path gone and retries
-        except OSError:
-            pass
-        os.close(fd)
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "holder unknown"
-    except OSError:
-        return "holder unknown"
 
 
 def _write_atomically(path: str, text: str, run_id: str) -> None:

@@ -128,8 +128,24 @@ def processes_per_worker(options: PipelineOptions, runner: str) -> int | None:
     return int(parallelism) if parallelism else None
 
 
+def configure_storage(options: PipelineOptions) -> None:
+    """Give the launcher's storage the settings the workers get, before any launch check touches a file.
+
+    Beam hands pipeline options to its filesystems only when a ``beam.Pipeline`` is built,
+    which is after the launch checks: without this, s3:// fails at the first listing
+    ("Must provide one of client or options") and the endpoint options would be ignored.
+    Outside Beam (the store reader for ``--previous``, the commit's compare-and-swap on
+    ``LATEST``) :mod:`commer_core.storage` gets the same options, mapped to fsspec.
+    """
+    from commer_core.storage import beam_storage_options, configure
+
+    FileSystems.set_options(options)
+    configure(beam_storage_options(options.get_all_options(drop_default=True)))
+
+
 def plan_job(params: CompressParams, options: PipelineOptions, pipeline: beam.Pipeline | None = None) -> JobPlan:
     """Resolve defaults and fail fast on bad input, checkpoint or base model."""
+    configure_storage(options)
     pattern = resolve_input(params.input)
     notes: list[str] = []
     row_groups, input_rows = check_input_schemas(match_input(pattern), params, notes=notes)

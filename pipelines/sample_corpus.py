@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from commer_core.files import atomic_output
+from commer_core.storage import write_bytes
 from schemas import CORPUS_SCHEMA
 
 #: Bump when the generated content changes, so cached copies are regenerated.
@@ -85,13 +85,14 @@ def sample_corpus_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def write_sample_corpus(path: str | os.PathLike[str]) -> Path:
-    """Write the sample corpus to ``path`` (a Parquet file), atomically."""
-    path = Path(path)
+def write_sample_corpus(path: str | os.PathLike[str]) -> str:
+    """Write the sample corpus to ``path`` (a Parquet file: local, or any URI :mod:`commer_core.storage`
+    reaches, e.g. ``s3://bucket/corpus/sample.parquet`` to try the job on an object store), atomically."""
     table = pa.Table.from_pylist(sample_corpus_rows(), schema=CORPUS_SCHEMA)
-    with atomic_output(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return path
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes(os.fspath(path), buffer.getvalue().to_pybytes())
+    return os.fspath(path)
 
 
 def sample_corpus_path() -> Path:

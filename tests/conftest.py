@@ -16,6 +16,7 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+pytest_plugins = ["tests.object_stores"]  # s3_store / gcs_store: local S3 and GCS servers
 
 
 @pytest.fixture
