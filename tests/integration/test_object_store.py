@@ -156,3 +156,11 @@ def test_a_remote_checkpoint_loads_through_the_storage_layer(s3_store, tiny_chec
     fs.pipe_file(path + "/commer_config.json", b"{}")
     with pytest.raises(CheckpointError, match=r"checkpoint s3://.*/bad: .*commer_config.json was altered"):
         read_config(s3_store.uri("bad"))
+
+
+def test_importing_the_job_prints_no_beam_import_notice():
+    """With google-cloud-storage installed, importing Beam logs 'apitools not found ...' on the root logger;
+    the job's package drops that notice (pipelines/__init__.py), so the CLI never shows it."""
+    code = "import logging; logging.basicConfig(); import pipelines.inputs, apache_beam.io.gcp.gcsfilesystem"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "apitools" not in done.stderr + done.stdout, done.stderr[-2000:]
