@@ -10,6 +10,7 @@ class                                  domain                      also a
 ``commer_core.backbone.BackboneError`` base model resolution/load  RuntimeError
 ``commer_core.checkpoint.CheckpointError`` checkpoint files        ValueError
 ``commer_core.store.StoreError``       reading a committed store   ValueError
+``commer_core.storage.StorageError``   object-store I/O (fsspec)   OSError
 ``commer_core.data.DataFormatError``   official dataset files      ValueError
 ``commer_core.training.TrainingError`` training config / state     ValueError
 ``commer_core.generator.GenerationError`` a generation input        ValueError
