@@ -36,6 +36,7 @@ from pipelines.metrics import check_counts, metric_counts, summed_metric_counts
 from pipelines.model_handler import quiet_transformers
 from pipelines.options import CompressParams
 from pipelines.plan import CompressError, JobPlan, empty_snapshot_refusal, plan_job
+from pipelines.runners import prepare_runner
 from pipelines.user_buckets import UserBucket
 from schemas import StoreManifest
 
@@ -72,6 +73,7 @@ def run_job(
     """Check, run, verify and commit; raises :class:`CompressError` (or CommitError) on failure."""
     quiet_transformers()
     options = test_pipeline.options if test_pipeline is not None else PipelineOptions(list(beam_args))
+    prepare_runner(options, test_pipeline)
     plan = plan_job(params, options, test_pipeline)
     announce(plan, echo)
     try:
