@@ -36,8 +36,10 @@ def _split_label(value: str) -> tuple[str | None, str]:
               help="A trained checkpoint (ComMer or prompt tuning), a training output folder, or 'default' "
                    "(the bundled one). Repeatable; LABEL=PATH names it in the results.")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A `prepare` output folder, or an examples .parquet file.")
-@click.option("--split", default="dev", show_default=True, help="Which {split}.parquet of --data to score.")
+              help="A `prepare` output folder, an examples .parquet file, or a Hugging Face dataset with the same "
+                   "columns: a `save_to_disk` folder or a folder of Parquet files.")
+@click.option("--split", default="dev", show_default=True,
+              help="Which split of --data to score (dev and validation name the same split).")
 @click.option("--baseline", "baselines", multiple=True, type=click.Choice(["none", "raw_docs"]),
               default=("none", "raw_docs"), show_default=True, help="Untrained baselines to score beside.")
 @click.option("--raw-budget", "raw_budgets", default="128", show_default=True,
@@ -83,16 +85,15 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
         import torch
 
         torch.set_num_threads(threads)
-    from commer_core.data import read_examples_parquet
+    from commer_core.data.sources import open_examples
     from commer_core.training import checkpoint_info
 
     n_docs_list = _int_list(docs_at_test)
     budgets = _int_list(raw_budgets)
     generate_at = _int_list(rouge_docs) if rouge_docs else [max(n_docs_list)]
-    path = data if data.is_file() else data / f"{split}.parquet"
-    if not path.is_file():
-        raise click.ClickException(f"{path} does not exist")
-    examples = [e for e in read_examples_parquet(path) if e.target is not None][:max_examples]
+    source = open_examples(data)
+    path = source.describe(split)
+    examples = [e for e in source.read(split) if e.target is not None][:max_examples]
     if not examples:
         raise click.ClickException(f"{path} holds no labelled examples")
     infos = [(label, checkpoint_info(p)) for label, p in map(_split_label, checkpoints)]

@@ -22,25 +22,22 @@ def _module_list(value: str) -> tuple[str, ...]:
 
 
 def _load_task_data(data: Path) -> tuple[list, list]:
-    from commer_core.data import read_examples_parquet
+    """(train, dev) examples from any layout ``commer_core.data.sources`` reads."""
+    from commer_core.data.sources import load_train_dev
 
-    if data.is_file():
-        return read_examples_parquet(data), []
-    train_file = data / "train.parquet"
-    if not train_file.is_file():
-        raise click.ClickException(f"{data} has no train.parquet (run `commer-pipeline prepare` first)")
-    dev_file = data / "dev.parquet"
-    dev = read_examples_parquet(dev_file) if dev_file.is_file() else []
+    train, dev = load_train_dev(data)
     if not dev:
-        click.echo(f"warning: {dev_file} missing or empty: no dev evaluation", err=True)
-    return read_examples_parquet(train_file), dev
+        click.echo(f"warning: {data} has no dev split or it is empty: no dev evaluation", err=True)
+    return train, dev or []
 
 
 @click.command("train")
 @click.option("--task", type=click.Choice(["lamp4", "lamp7", "perltqa", "text"], case_sensitive=False),
               default=None, help="Dataset the examples come from (recorded in the checkpoint).")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="objective task: a `prepare` output folder (train.parquet, dev.parquet). "
+              help="objective task: a `prepare` output folder (train.parquet, dev.parquet), an examples .parquet "
+                   "file, or a Hugging Face dataset with the same columns: a `save_to_disk` folder or a folder of "
+                   "Parquet files (train and dev/validation splits). "
                    "objective autoencode: a text corpus (Parquet with a text column, JSON lines, .txt, or a folder).")
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: state/ (resume), train_log.jsonl, train_summary.json, checkpoint/.")

@@ -3,7 +3,9 @@
 Imports neither beam, click nor torch: the trainer and the CLI both build on it.
 Modules, each importing only those before it: ``examples`` (Example, Document,
 Parquet I/O), ``selection`` (which documents go with an example), ``lamp`` and
-``perltqa`` (readers), ``prepare`` (official files -> examples and corpora).
+``perltqa`` (readers), ``prepare`` (official files -> examples and corpora), ``sources``
+(where train and evaluate read examples: prepare output or a ``datasets`` folder; import it
+as ``commer_core.data.sources``, it loads ``datasets``).
 """
 
 from commer_core.data.examples import (
@@ -11,6 +13,9 @@ from commer_core.data.examples import (
     DataFormatError,
     Document,
     Example,
+    ExampleColumnsError,
+    check_example_columns,
+    examples_from_batches,
     iter_examples_parquet,
     parse_timestamp,
     read_examples_parquet,
@@ -37,7 +42,10 @@ __all__ = [
     "DataFormatError",
     "Document",
     "Example",
+    "ExampleColumnsError",
     "bm25_words",
+    "check_example_columns",
+    "examples_from_batches",
     "find_perltqa_files",
     "iter_examples_parquet",
     "lamp_files",

@@ -6,6 +6,9 @@ Parquet (loadable with ``datasets.load_dataset("parquet", ...)``) and users'
 documents in the corpus schema, so the very same users can be compressed by the
 nightly job. The readers (``lamp``, ``perltqa``) build on this module and the
 conversion of official files (``prepare``) on them; this module imports neither.
+Examples are read from any Arrow batches with the columns of :data:`EXAMPLE_SCHEMA`
+(checked by :func:`check_example_columns`), so a Hugging Face ``datasets`` table reads
+the same way as this module's own files (``sources``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from schemas import CORPUS_SCHEMA, check_row, normalize_row
 
 class DataFormatError(CommerError, ValueError):
     """A source data file does not have the documented format (message names file and item)."""
+
+
+class ExampleColumnsError(DataFormatError):
+    """An examples table (Parquet file, ``datasets`` folder) lacks the columns train and evaluate read."""
 
 
 @dataclass(frozen=True)
@@ -130,12 +137,67 @@ def write_examples_parquet(examples: Iterable[Example], path: str | Path) -> int
     return count
 
 
+#: What an examples table must hold; ``target`` (None: unlabelled) and a document's ``timestamp`` may be absent.
+REQUIRED_COLUMNS = ("example_id", "user_id", "input", "documents")
+REQUIRED_DOCUMENT_FIELDS = ("doc_id", "text")
+_EXPECTED = ("expected columns example_id, user_id, input, target (optional), documents (a list of "
+             "{doc_id, text, timestamp (optional)}), as `commer-pipeline prepare` writes them")
+
+
+def _document_fields(kind: pa.DataType) -> list[str] | None:
+    """Field names of a documents column: a list of structs, or the struct of lists that
+    ``datasets``' ``Sequence({...})`` feature stores; None for anything else."""
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_struct(kind.value_type):
+        return [f.name for f in kind.value_type]
+    if pa.types.is_struct(kind) and all(pa.types.is_list(f.type) or pa.types.is_large_list(f.type) for f in kind):
+        return [f.name for f in kind]
+    return None
+
+
+def check_example_columns(schema: pa.Schema, source: str) -> list[str]:
+    """The columns to read from ``schema``; :class:`ExampleColumnsError` naming ``source`` if some are missing."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        problem = "missing column(s) " + ", ".join(repr(c) for c in missing)
+    elif (fields := _document_fields(schema.field("documents").type)) is None:
+        problem = f"column 'documents' is {schema.field('documents').type}, not a list of documents"
+    else:
+        lacking = [f for f in REQUIRED_DOCUMENT_FIELDS if f not in fields]
+        problem = "documents lack field(s) " + ", ".join(repr(f) for f in lacking) if lacking else ""
+    if problem:
+        raise ExampleColumnsError(f"{source}: not an examples table: {problem} (it has {', '.join(schema.names)}); "
+                                  f"{_EXPECTED}")
+    return [c for c in EXAMPLE_SCHEMA.names if c in schema.names]
+
+
+def _timestamp(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None if value is None else str(value)
+
+
+def _example(row: dict[str, Any]) -> Example:
+    documents = row.get("documents") or []
+    if isinstance(documents, dict):  # datasets' Sequence({...}): a struct of lists
+        documents = [dict(zip(documents, values)) for values in zip(*documents.values())]
+    return Example(
+        example_id=str(row["example_id"]),
+        user_id=str(row["user_id"]),
+        input=row["input"],
+        target=row.get("target"),
+        documents=[Document(str(d["doc_id"]), d["text"], _timestamp(d.get("timestamp"))) for d in documents],
+    )
+
+
+def examples_from_batches(batches: Iterable[pa.RecordBatch | pa.Table]) -> Iterator[Example]:
+    """Examples from Arrow batches whose columns passed :func:`check_example_columns`."""
+    for batch in batches:
+        yield from map(_example, batch.to_pylist())
+
+
 def iter_examples_parquet(path: str | Path) -> Iterator[Example]:
-    """Stream examples back from :func:`write_examples_parquet` output, one row group at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(columns=EXAMPLE_SCHEMA.names):
-        for row in batch.to_pylist():
-            documents = [Document(**d) for d in row.pop("documents")]
-            yield Example(**row, documents=documents)
+    """Stream examples from an examples Parquet file (ours or any with the columns), one batch at a time."""
+    parquet = pq.ParquetFile(path)
+    columns = check_example_columns(parquet.schema_arrow, str(path))
+    yield from examples_from_batches(parquet.iter_batches(columns=columns))
 
 
 def read_examples_parquet(path: str | Path) -> list[Example]:
