@@ -83,7 +83,13 @@ class PersonalizedLM:
         return cls(store, load_checkpoint(checkpoint, device=device, dtype=dtype), checkpoint)
 
     def refresh(self) -> bool:
-        """Reopen the store if a newer run committed a new version there; True if it changed."""
+        """Reopen the store if a newer run committed a new version there; True if it changed.
+
+        Reads ``LATEST`` only while it names the open version; on a new one, its manifest and
+        lookup index (no listing, no embedding file).
+        """
+        if self.store.version is not None and self.store.latest_version() == self.store.version:
+            return False
         fresh = open_store(self.store.uri)
         if fresh.version == self.store.version and fresh.manifest == self.store.manifest:
             return False

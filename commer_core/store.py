@@ -8,14 +8,18 @@ holding committed *versions*, one per run, and a pointer to the current one::
         embeddings-*.parquet     one row per user (``schemas.store_schema(k, d)``)
         documents-*.parquet      the documents each mean covers (``schemas.DOCUMENT_INDEX_SCHEMA``)
         dead_letter-*.parquet    rejected corpus rows with reasons (``schemas.DEAD_LETTER_SCHEMA``)
-        _MANIFEST.json           ``schemas.StoreManifest``; written last within the version
+        _INDEX.parquet           the lookup index: sorted user ids -> rows (``schemas.store_index``)
+        _INDEX_FILES.parquet     the lookup index: embedding files, row-group byte ranges, footers
+        _MANIFEST.json           ``schemas.StoreManifest``; written last within the version, lists the index
 
 :func:`open_store` follows ``LATEST``; it also opens a version directory directly (or
 any directory with ``_MANIFEST.json`` and shards beside it). A version without
-``_MANIFEST.json`` is an interrupted or foreign write, and :func:`open_store` refuses it. Lookups of a few users use pyarrow dataset filters:
-the writer keeps each row group to a narrow, sorted range of user ids, so the
-``user_id`` statistics let pyarrow skip every row group that cannot hold them
-instead of scanning the store.
+``_MANIFEST.json`` is an interrupted or foreign write, and :func:`open_store` refuses it.
+Lookups go through the version's index (:mod:`commer_core.store_index`): ids are found in
+memory and each row group that holds a requested user is read once, with no listing and no
+footer read. Versions written before the index open with an :class:`UnindexedStoreWarning`
+and are looked up with pyarrow dataset filters on the ``user_id`` statistics (time linear
+in the number of row groups).
 
 Imports pyarrow and numpy only (torch is imported lazily by ``check_compatible`` when
 it is given a checkpoint directory).
@@ -26,8 +30,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +44,9 @@ import pyarrow.fs as pafs
 from commer_core.errors import CommerError
 from commer_core.files import is_local_uri, local_path
 from schemas import StoreManifest
+
+if TYPE_CHECKING:
+    from commer_core.store_index import StoreIndex
 
 MANIFEST_NAME = "_MANIFEST.json"
 LATEST_NAME = "LATEST"
@@ -80,75 +89,142 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         raise StoreError(f"cannot open store location {uri!r}: {exc}") from exc
 
 
+class UnindexedStoreWarning(UserWarning):
+    """The store version has no lookup index (written before it existed): lookups scan row-group statistics."""
+
+
+def _read_if_exists(fs: pafs.FileSystem, path: str) -> bytes | None:
+    from commer_core.store_index import read_object
+
+    try:
+        return read_object(fs, path)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+
+
+def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
 def open_store(uri: str | os.PathLike[str]) -> EmbeddingStore:
-    """Open the committed store at ``uri`` (its ``LATEST`` version); :class:`StoreError` if none."""
+    """Open the committed store at ``uri`` (its ``LATEST`` version); :class:`StoreError` if none.
+
+    Reads ``LATEST``, the manifest and the lookup index (on an object store: four requests);
+    nothing is listed and no embedding file is touched until a lookup needs it.
+    """
     uri = os.fspath(uri)
-    fs, root = _filesystem(uri)
-    root = root.rstrip("/")
-    info = fs.get_file_info(root)
-    if info.type != pafs.FileType.Directory:
-        raise StoreError(f"{uri} is not a directory (no store there)")
-    version = None
-    if fs.get_file_info(f"{root}/{LATEST_NAME}").type == pafs.FileType.File:
-        with fs.open_input_stream(f"{root}/{LATEST_NAME}") as fh:
-            version = check_version_name(fh.read().decode("utf-8", "replace").strip(), uri)
-        root = f"{root}/{version}"
-        if fs.get_file_info(root).type != pafs.FileType.Directory:
+    fs, base = _filesystem(uri)
+    base = base.rstrip("/")
+    version, root = None, base
+    pointer = _read_if_exists(fs, f"{base}/{LATEST_NAME}")
+    if pointer is not None:
+        version = check_version_name(pointer.decode("utf-8", "replace").strip(), uri)
+        root = f"{base}/{version}"
+    raw = _read_if_exists(fs, f"{root}/{MANIFEST_NAME}")
+    if raw is None:
+        if not _is_dir(fs, base):
+            raise StoreError(f"{uri} is not a directory (no store there)")
+        if version is not None and not _is_dir(fs, root):
             raise StoreError(f"{uri}: {LATEST_NAME} names {version}, which is not there")
-    manifest_path = f"{root}/{MANIFEST_NAME}"
-    if fs.get_file_info(manifest_path).type != pafs.FileType.File:
         raise StoreError(
             f"{uri} has no {MANIFEST_NAME}: not a committed store (the job that wrote it did not finish, "
             "or it is being rewritten)"
         )
-    with fs.open_input_stream(manifest_path) as fh:
-        raw = fh.read()
     try:
         manifest = StoreManifest.from_json(raw)
     except ValueError as exc:
         raise StoreError(f"{uri}: invalid {MANIFEST_NAME}: {exc}") from exc
-    names = sorted(
-        f.base_name for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File
-    )
-    embeddings = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, EMBEDDINGS_GLOB)]
-    dead = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, DEAD_LETTER_GLOB)]
-    documents = [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, DOCUMENTS_GLOB)]
-    if not embeddings:
-        raise StoreError(f"{uri}: the manifest is there but no {EMBEDDINGS_GLOB} files are")
-    return EmbeddingStore(uri, fs, manifest, embeddings, dead, documents, version=version, root=root)
+    if manifest.index is None:
+        warnings.warn(f"{uri}: store version {version or root} has no lookup index (written before it existed): "
+                      "lookups scan row-group statistics, slow at scale; the next compress run writes one",
+                      UnindexedStoreWarning, stacklevel=2)
+        return EmbeddingStore(uri, fs, manifest, version=version, root=root, base=base)
+    from commer_core.store_index import StoreIndex
+
+    index = StoreIndex.load(fs, root, manifest.index)
+    return EmbeddingStore(uri, fs, manifest, version=version, root=root, base=base, index=index)
+
+
+def _list_version(fs: pafs.FileSystem, root: str) -> dict[str, list[str]]:
+    """The version's data files by glob (embeddings, dead letters, documents), sorted."""
+    names = sorted(f.base_name for f in fs.get_file_info(pafs.FileSelector(root)) if f.type == pafs.FileType.File)
+    return {glob: [f"{root}/{n}" for n in names if fnmatch.fnmatch(n, glob)]
+            for glob in (EMBEDDINGS_GLOB, DEAD_LETTER_GLOB, DOCUMENTS_GLOB)}
 
 
 class EmbeddingStore:
-    """A committed store. Build it with :func:`open_store`."""
+    """A committed store. Build it with :func:`open_store`.
+
+    File lists not given are listed from the version directory when first needed; with an
+    ``index`` the embedding files are the index's and nothing is listed for lookups.
+    """
 
     def __init__(
         self,
         uri: str,
         filesystem: pafs.FileSystem,
         manifest: StoreManifest,
-        embedding_files: list[str],
-        dead_letter_files: list[str],
-        document_files: list[str] = (),
+        embedding_files: list[str] | None = None,
+        dead_letter_files: list[str] | None = None,
+        document_files: list[str] | None = None,
         *,
         version: str | None = None,
         root: str | None = None,
+        base: str | None = None,
+        index: StoreIndex | None = None,
     ) -> None:
         self.uri = uri
         self.manifest = manifest
         self.version = version  # the LATEST version opened; None for a directory opened directly
         self.root = root or uri  # where this version's files are
-        self.embedding_files = list(embedding_files)
-        self.dead_letter_files = list(dead_letter_files)
-        self.document_files = list(document_files)
+        self.index = index
+        self._base = base  # the store directory holding LATEST (None: not known)
         self._fs = filesystem
-        self._dataset = ds.dataset(self.embedding_files, format="parquet", filesystem=filesystem)
-        field = self._dataset.schema.field("embedding") if "embedding" in self._dataset.schema.names else None
+        self._given = {EMBEDDINGS_GLOB: embedding_files, DEAD_LETTER_GLOB: dead_letter_files,
+                       DOCUMENTS_GLOB: document_files}
+        if index is not None:
+            self._given[EMBEDDINGS_GLOB] = [f"{self.root}/{name}" for name in index.file_names]
+        if not self.embedding_files:
+            raise StoreError(f"{uri}: the manifest is there but no {EMBEDDINGS_GLOB} files are")
+        schema = index.arrow_schema() if index is not None else self.dataset().schema
+        self._check_embedding_field(schema.field("embedding") if "embedding" in schema.names else None)
+
+    def _check_embedding_field(self, field: pa.Field | None) -> None:
         expected = self.num_embeddings * self.hidden_size
         if field is None or not pa.types.is_fixed_size_list(field.type) or field.type.list_size != expected:
             raise StoreError(
-                f"{uri}: embedding column is {field.type if field else 'missing'}, but the manifest says "
-                f"k={self.num_embeddings} x d={self.hidden_size} = {expected} float32 per user"
+                f"{self.uri}: embedding column is {field.type if field else 'missing'}, but the manifest says "
+                f"k={self.num_embeddings} x d={self.hidden_size} = {expected} values per user"
             )
+
+    def _files(self, glob: str) -> list[str]:
+        given = self._given[glob]
+        return list(given) if given is not None else self._listing[glob]
+
+    @cached_property
+    def _listing(self) -> dict[str, list[str]]:
+        return _list_version(self._fs, self.root)
+
+    @property
+    def embedding_files(self) -> list[str]:
+        return self._files(EMBEDDINGS_GLOB)
+
+    @property
+    def dead_letter_files(self) -> list[str]:
+        return self._files(DEAD_LETTER_GLOB)
+
+    @property
+    def document_files(self) -> list[str]:
+        return self._files(DOCUMENTS_GLOB)
+
+    def latest_version(self) -> str | None:
+        """The version ``LATEST`` names now (one small read); None for a store opened as a directory."""
+        if self.version is None or self._base is None:
+            return None
+        pointer = _read_if_exists(self._fs, f"{self._base}/{LATEST_NAME}")
+        return None if pointer is None else pointer.decode("utf-8", "replace").strip()
 
     # -- what the store is ----------------------------------------------------------------
     @property
@@ -163,12 +239,16 @@ class EmbeddingStore:
     def checkpoint_fingerprint(self) -> str:
         return self.manifest.checkpoint_fingerprint
 
+    @cached_property
+    def _dataset(self) -> ds.Dataset:
+        return ds.dataset(self.embedding_files, format="parquet", filesystem=self._fs)
+
     def dataset(self) -> ds.Dataset:
-        """The embeddings as a ``pyarrow.dataset.Dataset`` (for custom scans)."""
+        """The embeddings as a ``pyarrow.dataset.Dataset`` (for custom scans; reads the files' footers)."""
         return self._dataset
 
     def __len__(self) -> int:
-        return self._dataset.count_rows()
+        return len(self.index) if self.index is not None else self._dataset.count_rows()
 
     def __repr__(self) -> str:
         return (
@@ -220,8 +300,9 @@ class EmbeddingStore:
     def get(self, user_ids: Iterable[str]) -> dict[str, tuple[np.ndarray, int]]:
         """``{user_id: (float32[k, d] soft prompt, n_docs)}`` for the ids present in the store.
 
-        Ids absent from the store are absent from the result. Only the row groups whose
-        ``user_id`` range can hold a requested id are read.
+        Ids absent from the store are absent from the result (with an index, at no I/O). With
+        an index one byte range is read per row group holding a requested id; without one,
+        the row groups whose ``user_id`` statistics can hold an id.
         """
         wanted = sorted({u for u in user_ids})
         bad = [u for u in wanted if not isinstance(u, str)]
@@ -229,6 +310,10 @@ class EmbeddingStore:
             raise TypeError(f"user ids must be str, got {type(bad[0]).__name__}")
         if not wanted:
             return {}
+        if self.index is not None:
+            shape = (self.num_embeddings, self.hidden_size)
+            return {u: (np.array(v, dtype=np.float32).reshape(shape), n)
+                    for u, (v, n) in self.index.read(self._fs, wanted).items()}
         table = self._dataset.to_table(
             columns=["user_id", "embedding", "n_docs"], filter=pc.field("user_id").isin(wanted)
         )
@@ -243,7 +328,9 @@ class EmbeddingStore:
         return {u: (emb[i].copy(), int(n_docs[i])) for i, u in enumerate(users)}
 
     def users(self) -> list[str]:
-        """Every user id in the store, sorted (reads the ``user_id`` column only)."""
+        """Every user id in the store, sorted (from the index; else reads the ``user_id`` column)."""
+        if self.index is not None:
+            return self.index.users().to_pylist()
         return sorted(self._dataset.to_table(columns=["user_id"]).column("user_id").to_pylist())
 
     def head(self, n: int = 5) -> pa.Table:

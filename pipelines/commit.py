@@ -148,7 +148,8 @@ class ParquetTableSink(FileBasedSink):
     carries the schema as Arrow IPC bytes instead, which round-trip exactly.
     """
 
-    def __init__(self, file_path_prefix: str, schema: pa.Schema, codec: str = PARQUET_CODEC, file_name_suffix: str = ".parquet"):
+    def __init__(self, file_path_prefix: str, schema: pa.Schema, codec: str = PARQUET_CODEC, file_name_suffix: str = ".parquet",
+                 options: dict | None = None):
         super().__init__(
             file_path_prefix,
             coder=None,
@@ -158,6 +159,7 @@ class ParquetTableSink(FileBasedSink):
         )
         self._schema_ipc = schema.serialize().to_pybytes()
         self._codec = codec
+        self._options = dict(options or {})  # more pq.ParquetWriter arguments (the store's: store_tables.store_writer_options)
 
     @property
     def schema(self) -> pa.Schema:
@@ -165,7 +167,7 @@ class ParquetTableSink(FileBasedSink):
 
     def open(self, temp_path: str) -> _TableWriter:
         handle = super().open(temp_path)
-        return _TableWriter(handle, pq.ParquetWriter(handle, self.schema, compression=self._codec))
+        return _TableWriter(handle, pq.ParquetWriter(handle, self.schema, **{"compression": self._codec, **self._options}))
 
     def write_record(self, file_handle: _TableWriter, value: pa.Table) -> None:
         file_handle.writer.write_table(value)
@@ -179,9 +181,9 @@ class ParquetTableSink(FileBasedSink):
 class WriteParquetTables(beam.PTransform):
     """``pa.Table`` elements -> Parquet shards ``PREFIX-SSSSS-of-NNNNN.parquet`` (see :class:`ParquetTableSink`)."""
 
-    def __init__(self, file_path_prefix: str, schema: pa.Schema, codec: str = PARQUET_CODEC):
+    def __init__(self, file_path_prefix: str, schema: pa.Schema, codec: str = PARQUET_CODEC, options: dict | None = None):
         super().__init__()
-        self._sink = ParquetTableSink(file_path_prefix, schema, codec)
+        self._sink = ParquetTableSink(file_path_prefix, schema, codec, options=options)
 
     def expand(self, tables: beam.PCollection) -> beam.pvalue.PDone:
         return tables | beam.io.Write(self._sink)
@@ -237,9 +239,12 @@ def commit(area: StagingArea, manifest: StoreManifest, keep_versions: int = KEEP
     files = area.embedding_files() + area.document_files() + area.dead_letter_files()
     if not area.embedding_files():
         raise CommitError(f"nothing staged under {area.root}: the pipeline wrote no embeddings file")
+    from pipelines.store_index import write_index  # the lookup index; the manifest returned lists it
+
+    manifest, index_files = write_index(area.root, manifest)
     pause_point("before_manifest")
     swap_latest(area, manifest, expected_latest, keep_versions)
-    return files
+    return files + index_files
 
 
 def swap_latest(area: StagingArea, manifest: StoreManifest, expected_latest: str | None, keep_versions: int) -> None:

@@ -26,7 +26,7 @@ from pipelines.incremental import HIT_TAG, INDEX_TAG, PARTIAL_TAG, PlanAgainstPr
 from pipelines.model_handler import TOKENIZE_BATCH, CompressDocuments, CompressorModelHandler, TokenizeDocs
 from pipelines.plan import JobPlan
 from pipelines.read_corpus import ReadCorpusFiles
-from pipelines.store_tables import GroupUsersByRange, ToStoreTables
+from pipelines.store_tables import GroupUsersByRange, ToStoreTables, store_writer_options
 from pipelines.user_buckets import UserBucket
 from pipelines.validate import DEAD_LETTER_TAG, METRICS_NAMESPACE, ValidateRows
 from schemas import DEAD_LETTER_SCHEMA, DOCUMENT_INDEX_SCHEMA, store_schema
@@ -177,10 +177,11 @@ def _write_store(per_user: beam.PCollection, plan: JobPlan, staging: StagingArea
         per_user
         | "GroupUsersByRange" >> GroupUsersByRange(p.store_ranges)
         | "ToStoreTables" >> beam.ParDo(
-            ToStoreTables(k, d, plan.checkpoint_fingerprint, computed_at, p.rows_per_row_group)
+            ToStoreTables(k, d, plan.checkpoint_fingerprint, computed_at, p.rows_per_row_group, p.store_dtype)
         )
     )
-    _ = tables | "WriteEmbeddings" >> WriteParquetTables(staging.embeddings_prefix, store_schema(k, d))
+    _ = tables | "WriteEmbeddings" >> WriteParquetTables(
+        staging.embeddings_prefix, store_schema(k, d, p.store_dtype), options=store_writer_options())
     return tables
 
 

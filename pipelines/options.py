@@ -115,6 +115,10 @@ class CompressParams:
     keep_versions: int = option(
         KEEP_VERSIONS, "Committed versions kept under --output (older ones are removed after the commit).",
         metavar="N", minimum=1)
+    store_dtype: str = option(
+        "float32", "Value type of the stored prompts: float16 halves the store (measured effect on the "
+        "personalization gap: docs/PERFORMANCE.md, \"Serving\"); readers always get float32.",
+        choices=("float32", "float16"))
     rows_per_row_group: int = 64  # users per store row group (not a flag)
 
     def __post_init__(self) -> None:
