@@ -42,7 +42,6 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from commer_core.errors import CommerError
-from commer_core.files import is_local_uri, local_path
 from schemas import StoreManifest
 
 if TYPE_CHECKING:

@@ -8,21 +8,19 @@ bf16 path against the card's measured and published matmul peaks.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from jobs.bench import compress_bench as cb
 from jobs.bench import measure, perf
-from jobs.bench.measure import PEAK_MATMUL_N
+from jobs.bench.compress_bench import DTYPE_NAMES
 from jobs.bench.perf import MIXES
 from jobs.bench.report import markdown_tables, write_docs as write_docs_section
+from jobs.bench.serving_report import serving_tables
 from jobs.errors import cli_errors
-
-DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
-BF16_DOCS = 512  # bf16 against fp32 on the first mix's first documents (fp32 is slow on a GPU)
 
 
 @click.command("bench")
@@ -76,140 +74,79 @@ BF16_DOCS = 512  # bf16 against fp32 on the first mix's first documents (fp32 is
 @click.option("--render", "render_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Measure nothing: print the tables of a report an earlier run wrote with --json (one fetched "
                    "from a GPU machine, say), and with --write-docs put them into the docs folder.")
+@click.option("--serving", is_flag=True,
+              help="Measure store lookups instead (no model): stores built with the job's writer and index at "
+                   "--serving-users (k=4, d=64) and --serving-real-users (k=16, d=576); open time, get p50/p99, "
+                   "missing users, memory, bytes per user, requests per lookup on a local S3 server.")
+@click.option("--serving-users", type=click.IntRange(1), multiple=True, default=(10_000, 100_000, 1_000_000),
+              show_default=True, help="Store sizes (users) of --serving at small dims (repeatable).")
+@click.option("--serving-real-users", type=click.IntRange(0), default=20_000, show_default=True,
+              help="Users of the --serving store at the real dims, also used for the generate check (0: skip).")
+@click.option("--serving-files", type=click.IntRange(1), default=1, show_default=True,
+              help="Embedding files each --serving store is written as.")
 @cli_errors
 def bench(n_docs: int, mixes: tuple[str, ...], naive_docs: int | None, pipeline_mix: str, pipeline_docs: int,
           skip_pipeline: bool, device: str, dtype: str, batch_tokens: tuple[int, ...], max_batch_size: int | None,
           compile_layers: bool, generation: bool, checkpoint: str | None, base_model: str | None,
           json_path: Path | None, scaling: bool, scaling_model: str, write_docs: bool, docs_dir: Path | None,
-          render_path: Path | None) -> None:
+          render_path: Path | None, serving: bool, serving_users: tuple[int, ...], serving_real_users: int,
+          serving_files: int) -> None:
     """Measure docs/s, tokens/s, fraction of matmul peak, padding and peak RSS; print a table.
 
-    With --write-docs the figures also go into PERFORMANCE.md and a chart in --docs-dir
+    With --serving, measure store lookups instead (docs/PERFORMANCE.md, "Serving"). With
+    --write-docs the figures also go into PERFORMANCE.md (and a chart) in --docs-dir
     (default: ./docs, which must exist: run from a checkout's root, or name the folder).
     """
     out_dir = resolve_docs_dir(write_docs, docs_dir)  # before measuring: a refusal should not cost a run
     if render_path is not None:
         _render(render_path, out_dir)
         return
-    import torch
-
-    from commer_core.backbone import quiet_transformers, resolve_device
-    from commer_core.checkpoint import load_checkpoint
-    from commer_core.compressor import tokenize_documents
-    from commer_core.defaults import default_batch_tokens, default_checkpoint_path, default_max_batch_size
-
     if checkpoint and base_model:
         raise click.UsageError("pass --checkpoint or --base-model, not both")
-    quiet_transformers()
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    run_dtype = torch.bfloat16 if dtype == "bfloat16" or (dtype == "auto" and dev.type == "cuda") else torch.float32
-    budgets = sorted(set(batch_tokens)) or [default_batch_tokens(dev.type)]
-    max_batch = max_batch_size or default_max_batch_size(dev.type)
-    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if serving:
+        from jobs.bench.serving_run import run_serving
+
+        report = run_serving(serving_users, serving_real_users, serving_files, say=_say)
+        _emit(report, serving_tables(report), json_path, out_dir)
+        return
     workdir = tempfile.TemporaryDirectory(prefix="commer-bench-")
-    if base_model:
-        compressor, ckpt = measure.untrained_compressor(base_model, dev, run_dtype, workdir.name)
-    else:
-        ckpt = str(checkpoint or default_checkpoint_path())
-        compressor = load_checkpoint(ckpt, device=dev, dtype=run_dtype)
-    name16 = DTYPE_NAMES[str(run_dtype).removeprefix("torch.")]
-    peak_of = lambda: perf.matmul_peak_gflops(run_dtype, n=PEAK_MATMUL_N[dev.type], device=dev)  # noqa: E731
-    probe_of = lambda: perf.MatmulProbe(run_dtype, PEAK_MATMUL_N[dev.type], dev) if dev.type == "cpu" else None  # noqa: E731
-    peak = peak_of()
-    say(f"bench: matmul peak {name16} {peak:.1f} GFLOP/s on {measure.machine_name(dev)}")
-    report: dict[str, Any] = {"machine": measure.machine_name(dev), "software": measure.software_versions(),
-                              "device": dev.type, "dtype": name16,
-                              "threads": threads,
-                              "checkpoint": checkpoint or ("untrained on " + base_model if base_model else ckpt),
-                              "model": compressor.backbone.name, "matmul_n": PEAK_MATMUL_N[dev.type],
-                              "docs_per_mix": n_docs, "batch_tokens": budgets[0] if len(budgets) == 1 else budgets,
-                              "max_batch_size": max_batch, "matmul_peak_gflops": peak, "mixes": {},
-                              "datasheet_peak_gflops": perf.datasheet_peak_gflops(dev, run_dtype)}
-    docs_by_mix: dict[str, list[list[int]]] = {}
-    for mix in mixes:  # real text at the mix's own lengths, whatever the checkpoint truncates at
-        ids = perf.make_documents(mix, n_docs, len(compressor.tokenizer), seed=1)
-        texts = [compressor.tokenizer.decode(x) for x in ids]
-        docs_by_mix[mix] = [d.ids for d in tokenize_documents(compressor.tokenizer, texts, perf.MAX_MIX_TOKENS)]
-    naive = {}
-    for mix, docs in docs_by_mix.items():
-        docs = docs[:naive_docs] if naive_docs else docs
-        say(f"bench: {mix}: naive loop over {len(docs)} documents ...")
-        naive[mix] = perf.time_naive(compressor, docs, probe=probe_of())
+    b = cb.setup(device, dtype, batch_tokens, max_batch_size, checkpoint, base_model, workdir.name, _say)
+    report = cb.report_head(b, checkpoint or ("untrained on " + base_model if base_model else b.ckpt), n_docs)
+    docs_by_mix = cb.documents(b, mixes, n_docs)
+    naive = cb.naive_loop(b, docs_by_mix, naive_docs)
     if generation:  # before the LoRA is merged: generation switches it off
-        say("bench: generation at batch 1, 8, 32 ...")
-        report["generation"] = measure.generation_speed(compressor)
-    compressor.merge_lora()  # what the compress job's workers do
-    variants = {"core": {}, "core_compiled": {}} if compile_layers else {"core": {}}
-    sweeps: dict[str, dict[int, Any]] = {mix: {} for mix in docs_by_mix}
-    peaks = [peak]
-    fastest_budget = lambda mix: min(sweeps[mix], key=lambda b: sweeps[mix][b].seconds)  # noqa: E731
-    bf16_of = lambda: measure.bf16_vs_fp32(  # noqa: E731
-        compressor, docs_by_mix[mixes[0]][:BF16_DOCS], fastest_budget(mixes[0]), max_batch, dev)
-    for variant, timings in variants.items():
-        if variant == "core_compiled":
-            report["bf16"] = bf16_of()  # eager, before compiling: a dtype change would recompile every layer
-            say("bench: compiling the decoder layers (torch.compile) ...")
-            compressor.compile_layers()
-            compressor.compress_tokenized(docs_by_mix[mixes[0]][:8], batch_tokens=budgets[0])
-        for mix, docs in docs_by_mix.items():
-            for budget in budgets if variant == "core" else [fastest_budget(mix)]:
-                say(f"bench: {mix}: commer_core batched, {budget} tokens per pass"
-                    f"{', compiled layers' if variant == 'core_compiled' else ''} ...")
-                # on a CPU each timing carries the peak probed between its own batches (same machine
-                # state); the standalone samples give the run's best peak, a stricter yardstick
-                peaks.append(peak_of())
-                timing = perf.best_of(lambda: perf.time_compressor(
-                    compressor, docs, batch_tokens=budget, max_batch_size=max_batch, probe=probe_of()), 2)
-                if variant == "core":
-                    sweeps[mix][budget] = timing
-            timings[mix] = sweeps[mix][fastest_budget(mix)] if variant == "core" else timing
-    peak = max(peaks)
-    report.update(matmul_peak_gflops=peak, matmul_peak_samples=peaks, compiled=compile_layers)
-    say(f"bench: matmul peak {name16}, best of {len(peaks)} measurements: {peak:.1f} GFLOP/s")
-    for mix in docs_by_mix:
-        rows = {"naive": measure.timing_row(naive[mix], peak),
-                **{v: measure.timing_row(t[mix], peak) for v, t in variants.items()}}
-        rows["core"]["batch_tokens"] = fastest_budget(mix)
-        report["mixes"][mix] = {**rows, "core_vs_naive": variants["core"][mix].docs_per_s / naive[mix].docs_per_s}
-        if len(budgets) > 1:
-            report["mixes"][mix]["sweep"] = {str(b): measure.timing_row(t, peak) for b, t in sweeps[mix].items()}
-    first = report["mixes"][mixes[0]]
-    report.update(naive_docs_per_s=first["naive"]["docs_per_s"], core_docs_per_s=first["core"]["docs_per_s"],
-                  core_fraction_of_peak=min(m["core"]["fraction_of_peak"] for m in report["mixes"].values()),
-                  core_fraction_of_best_peak=min(m["core"]["fraction_of_best_peak"] for m in report["mixes"].values()),
-                  padding_fraction=report["mixes"].get("lognormal", first)["core"]["padding_fraction"])
-    if report["datasheet_peak_gflops"]:
-        report["core_mfu"] = min(m["core"]["gflops"] for m in report["mixes"].values()) / report["datasheet_peak_gflops"]
-    if compile_layers:
-        report["core_compiled_docs_per_s"] = first["core_compiled"]["docs_per_s"]
-        report["core_compiled_fraction_of_peak"] = min(
-            m["core_compiled"]["fraction_of_peak"] for m in report["mixes"].values())
-        if report["datasheet_peak_gflops"]:
-            report["core_compiled_mfu"] = min(
-                m["core_compiled"]["gflops"] for m in report["mixes"].values()) / report["datasheet_peak_gflops"]
-    else:
-        report["bf16"] = bf16_of()
+        _say("bench: generation at batch 1, 8, 32 ...")
+        report["generation"] = measure.generation_speed(b.compressor)
+    b.compressor.merge_lora()  # what the compress job's workers do
+    variants = cb.time_core(b, docs_by_mix, compile_layers, report)
+    cb.summarize(b, report, naive, variants)
+    if not compile_layers:
+        report["bf16"] = cb.bf16_check(b, docs_by_mix)
     if not skip_pipeline:
-        ids = perf.make_documents(pipeline_mix, pipeline_docs, len(compressor.tokenizer), seed=2)
-        texts = [compressor.tokenizer.decode(x) for x in ids]
-        report["pipeline"] = measure.pipeline_vs_core(ckpt, pipeline_mix, texts, budgets[0], say, device=dev.type)
-        report.update(pipeline_docs_per_s=report["pipeline"]["in_process"]["marginal_docs_per_s"],
-                      pipeline_mp_docs_per_s=report["pipeline"]["multi_process"]["marginal_docs_per_s"])
+        cb.pipeline_rows(b, report, pipeline_mix, pipeline_docs)
     if scaling:
-        report["scaling"] = measure.scaling_runs(ckpt if scaling_model == "default" else None, budgets[0], say)
+        report["scaling"] = measure.scaling_runs(b.ckpt if scaling_model == "default" else None, b.budgets[0], _say)
     report["peak_rss_mb"] = perf.peak_rss_mb()
-    if dev.type == "cuda":
-        report["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    table = markdown_tables(report)
+    if b.dev.type == "cuda":
+        import torch
+
+        report["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(b.dev) / 2**20
+    _emit(report, markdown_tables(report), json_path, out_dir)
+    workdir.cleanup()
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _emit(report: dict[str, Any], table: str, json_path: Path | None, out_dir: Path | None) -> None:
+    """Print the tables; write the JSON and the docs section where asked."""
     click.echo(table)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
     if out_dir is not None:
         write_docs_section(report, table, out_dir)
-    workdir.cleanup()
 
 
 def resolve_docs_dir(write_docs: bool, docs_dir: Path | None) -> Path | None:
@@ -234,7 +171,7 @@ def _render(path: Path, docs_dir: Path | None) -> None:
     """Print (and write into ``docs_dir``) the tables of a saved report, exactly as the run that measured it would."""
     try:
         report = json.loads(path.read_text())
-        table = markdown_tables(report)
+        table = serving_tables(report) if report.get("kind") == "serving" else markdown_tables(report)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.BadParameter(f"{path} is not a report written by `bench --json` ({type(exc).__name__}: {exc})",
                                  param_hint="--render") from exc

@@ -10,7 +10,27 @@ from typing import Any
 
 
 def markdown_tables(r: dict[str, Any]) -> str:
-    """The report as markdown: per-mix compressor table, pipeline, bf16, generation."""
+    """The report as markdown: per-mix compressor table, pipeline, bf16, generation, scaling, targets."""
+    lines = [_machine_line(r), "", _mix_table(r)]
+    if any("sweep" in m for m in r["mixes"].values()):
+        lines += ["", sweep_table(r)]
+    if "pipeline" in r:
+        lines += ["", _pipeline_table(r)]
+    lines += ["", _bf16_line(r["bf16"])]
+    if "peak_gpu_memory_mb" in r:
+        lines += ["", f"Peak GPU memory allocated: {r['peak_gpu_memory_mb']:,.0f} MiB."]
+    if "generation" in r:
+        lines += ["", _generation_table(r["generation"])]
+    if "scaling" in r:
+        lines += ["", _scaling_table(r["scaling"])]
+    if "pipeline" in r:
+        lines += ["", cost_model(r)]
+    lines += ["", targets_table(r)]
+    lines += ["", f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MiB"]
+    return "\n".join(lines)
+
+
+def _machine_line(r: dict[str, Any]) -> str:
     samples = r.get("matmul_peak_samples", [r["matmul_peak_gflops"]])
     dtype, n = r.get("dtype", "fp32"), r.get("matmul_n", 2048)
     if r.get("device", "cpu") == "cuda":
@@ -23,10 +43,13 @@ def markdown_tables(r: dict[str, Any]) -> str:
                      f"the same machine state as the row), and {r['matmul_peak_gflops']:.1f} GFLOP/s at best over "
                      f"{len(samples)} standalone probes in this run (range {min(samples):.0f}-{max(samples):.0f}). ")
     software = f" ({r['software']})" if r.get("software") else ""  # runs before 2026-11-27 did not record it
-    lines = [f"Machine: {r['machine']}{software}; {r['threads']} threads; model {r.get('model', 'smollm2-135m')}, {dtype}. "
-             + peak_text + f"{r['docs_per_mix']} documents per mix, token budget {r['batch_tokens']} per batch"
-             + (f" (core rows: the fastest; see the sweep)" if isinstance(r["batch_tokens"], list) else "") + ".", "",
-             "| mix | method | docs/s | tokens/s | GFLOP/s | peak alongside | fraction of peak | of best peak "
+    return (f"Machine: {r['machine']}{software}; {r['threads']} threads; model {r.get('model', 'smollm2-135m')}, {dtype}. "
+            + peak_text + f"{r['docs_per_mix']} documents per mix, token budget {r['batch_tokens']} per batch"
+            + (" (core rows: the fastest; see the sweep)" if isinstance(r["batch_tokens"], list) else "") + ".")
+
+
+def _mix_table(r: dict[str, Any]) -> str:
+    lines = ["| mix | method | docs/s | tokens/s | GFLOP/s | peak alongside | fraction of peak | of best peak "
              "| padding | vs naive |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for mix, m in r["mixes"].items():
@@ -41,52 +64,53 @@ def markdown_tables(r: dict[str, Any]) -> str:
                          f"{row['fraction_of_peak']:.0%} | {row.get('fraction_of_best_peak', row['fraction_of_peak']):.0%} | "
                          f"{row['padding_fraction']:.1%} | "
                          f"{ratio:.2f}x |")
-    if any("sweep" in m for m in r["mixes"].values()):
-        lines += ["", sweep_table(r)]
-    if "pipeline" in r:
-        p = r["pipeline"]
-        lines += ["", f"Pipeline vs commer_core on the same {p['docs']} documents, each run at {p['sizes'][0]} and "
-                      f"{p['sizes'][1]} documents, the three taking turns, fastest of {p.get('rounds', 1)} rounds: "
-                      "steady-state docs/s from the difference, start-up (process start, model loads) apart:", "",
-                  f"| run | steady docs/s | vs core | start-up s | wall docs/s at {p['docs']} |", "|---|---|---|---|---|"]
-        for name, title in (("core_with_load", "commer_core (load + compress)"), ("in_process", "pipeline in-process"),
-                            ("multi_process", "pipeline, 2 worker processes")):
-            row = p[name]
-            lines.append(f"| {title} | {row['marginal_docs_per_s']:.2f} | {row['vs_core']:.2f} | "
-                         f"{row['startup_seconds']:.1f} | {row['docs_per_s']:.2f} |")
-    b = r["bf16"]
-    lines += ["", "bf16: " + (b["note"] if not b["supported"] else
-                              f"speed-up {b['speedup_vs_fp32']:.2f}x over fp32 on {b.get('docs', '')} documents of "
-                              f"the first mix, {b['fraction_of_bf16_peak']:.0%} of the measured bf16 peak (fp32: "
-                              f"{b.get('fp32_fraction_of_fp32_peak', math.nan):.0%} of the fp32 peak); embedding "
-                              f"difference from fp32: max abs {b['max_abs_diff']:.3g}, mean abs {b['mean_abs_diff']:.3g}, "
-                              f"relative (Frobenius) {b.get('relative_diff', math.nan):.3g}")]
-    if "peak_gpu_memory_mb" in r:
-        lines += ["", f"Peak GPU memory allocated: {r['peak_gpu_memory_mb']:,.0f} MiB."]
-    if "generation" in r:
-        g = r["generation"]
-        lines += ["", f"Generation, {g['requests']} requests x up to {g['max_new_tokens']} new tokens:", "",
-                  "| batch | requests/s | tokens/s |", "|---|---|---|"]
-        for batch in (1, 8, 32):
-            row = g[f"batch_{batch}"]
-            lines.append(f"| {batch} | {row['requests_per_s']:.2f} | {row['tokens_per_s']:.1f} |")
-    if "scaling" in r:
-        sc = r["scaling"]
-        lines += ["", f"Scaling of the whole job (in-process DirectRunner, one fresh process per row, model "
-                      f"{sc['model']}; it isolates the pipeline's own cost and memory; user buckets as the job "
-                      "chooses them, one per 10,000 rows):", "",
-                  "| documents | docs per user | users | user buckets | seconds | docs/s | model seconds | peak RSS MiB |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for run in sc["runs"]:
-            lines.append(f"| {run['docs']} | {run['docs_per_user']} | {run['users']} | {run.get('user_buckets', 1)} | "
-                         f"{run['seconds']:.1f} | "
-                         f"{run['docs_per_s']:.0f} | {run['model_seconds']:.1f} | {run['peak_rss_mb']:.0f} |")
-        if "rss_growth_10k_to_100k" in sc:
-            lines.append(f"\nPeak RSS growth from 10k to 100k documents: {sc['rss_growth_10k_to_100k']:+.1%}.")
-    if "pipeline" in r:
-        lines += ["", cost_model(r)]
-    lines += ["", targets_table(r)]
-    lines += ["", f"Peak RSS of the bench process: {r['peak_rss_mb']:.0f} MiB"]
+    return "\n".join(lines)
+
+
+def _pipeline_table(r: dict[str, Any]) -> str:
+    p = r["pipeline"]
+    lines = [f"Pipeline vs commer_core on the same {p['docs']} documents, each run at {p['sizes'][0]} and "
+             f"{p['sizes'][1]} documents, the three taking turns, fastest of {p.get('rounds', 1)} rounds: "
+             "steady-state docs/s from the difference, start-up (process start, model loads) apart:", "",
+             f"| run | steady docs/s | vs core | start-up s | wall docs/s at {p['docs']} |", "|---|---|---|---|---|"]
+    for name, title in (("core_with_load", "commer_core (load + compress)"), ("in_process", "pipeline in-process"),
+                        ("multi_process", "pipeline, 2 worker processes")):
+        row = p[name]
+        lines.append(f"| {title} | {row['marginal_docs_per_s']:.2f} | {row['vs_core']:.2f} | "
+                     f"{row['startup_seconds']:.1f} | {row['docs_per_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def _bf16_line(b: dict[str, Any]) -> str:
+    return "bf16: " + (b["note"] if not b["supported"] else
+                       f"speed-up {b['speedup_vs_fp32']:.2f}x over fp32 on {b.get('docs', '')} documents of "
+                       f"the first mix, {b['fraction_of_bf16_peak']:.0%} of the measured bf16 peak (fp32: "
+                       f"{b.get('fp32_fraction_of_fp32_peak', math.nan):.0%} of the fp32 peak); embedding "
+                       f"difference from fp32: max abs {b['max_abs_diff']:.3g}, mean abs {b['mean_abs_diff']:.3g}, "
+                       f"relative (Frobenius) {b.get('relative_diff', math.nan):.3g}")
+
+
+def _generation_table(g: dict[str, Any]) -> str:
+    lines = [f"Generation, {g['requests']} requests x up to {g['max_new_tokens']} new tokens:", "",
+             "| batch | requests/s | tokens/s |", "|---|---|---|"]
+    for batch in (1, 8, 32):
+        row = g[f"batch_{batch}"]
+        lines.append(f"| {batch} | {row['requests_per_s']:.2f} | {row['tokens_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def _scaling_table(sc: dict[str, Any]) -> str:
+    lines = [f"Scaling of the whole job (in-process DirectRunner, one fresh process per row, model "
+             f"{sc['model']}; it isolates the pipeline's own cost and memory; user buckets as the job "
+             "chooses them, one per 10,000 rows):", "",
+             "| documents | docs per user | users | user buckets | seconds | docs/s | model seconds | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in sc["runs"]:
+        lines.append(f"| {run['docs']} | {run['docs_per_user']} | {run['users']} | {run.get('user_buckets', 1)} | "
+                     f"{run['seconds']:.1f} | "
+                     f"{run['docs_per_s']:.0f} | {run['model_seconds']:.1f} | {run['peak_rss_mb']:.0f} |")
+    if "rss_growth_10k_to_100k" in sc:
+        lines.append(f"\nPeak RSS growth from 10k to 100k documents: {sc['rss_growth_10k_to_100k']:+.1%}.")
     return "\n".join(lines)
 
 
@@ -167,30 +191,33 @@ def cost_model(r: dict[str, Any], users: int = 1_000_000, docs_per_user: int = 1
 
 
 def write_docs(report: dict[str, Any], table: str, docs_dir: Path) -> None:
-    """Rewrite the run's section of ``docs_dir/PERFORMANCE.md`` and its chart beside it.
+    """Rewrite the run's section of ``docs_dir/PERFORMANCE.md`` (and its chart beside it).
 
     A CPU run owns the ``bench`` section and performance.png; a GPU run owns a section
     per model and kind of run (``bench-cuda-<model>[-compiled][-pipeline]``, appended
     when new) and its own chart, so runs on different machines never overwrite each
-    other's figures.
+    other's figures. A ``--serving`` run owns ``bench-serving`` (no chart).
     """
     section, chart = "bench", "performance.png"
-    if report.get("device", "cpu") == "cuda":
+    if report.get("kind") == "serving":
+        section, chart = "bench-serving", None
+    elif report.get("device", "cpu") == "cuda":
         slug = re.sub(r"[^a-z0-9]+", "-", report.get("model", "model").lower()).strip("-")
         slug += ("-compiled" if report.get("compiled") else "") + ("-pipeline" if report.get("pipeline") else "")
         section, chart = f"bench-cuda-{slug}", f"performance-cuda-{slug}.png"
-    _chart(report, docs_dir / chart)
+    if chart is not None:
+        _chart(report, docs_dir / chart)
     doc = docs_dir / "PERFORMANCE.md"
     text = doc.read_text() if doc.exists() else "# Performance\n"
     begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
-    body = f"{begin}\n\n{table}\n\n![throughput]({chart})\n\n{end}"
+    body = f"{begin}\n\n{table}\n\n" + (f"![throughput]({chart})\n\n" if chart else "") + end
     if begin in text:
         head, rest = text.split(begin, 1)
         text = head + body + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     doc.write_text(text)
-    print(f"bench: wrote {doc} and {docs_dir / chart}", file=sys.stderr)
+    print(f"bench: wrote {doc}" + (f" and {docs_dir / chart}" if chart else ""), file=sys.stderr)
 
 
 def _chart(report: dict[str, Any], path: Path) -> None:

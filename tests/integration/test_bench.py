@@ -108,3 +108,22 @@ def test_render_refuses_a_file_that_is_not_a_report(tmp_path):
     bad.write_text('{"rows": []}')
     result = CliRunner().invoke(cli, ["bench", "--render", str(bad)])
     assert result.exit_code == 2 and "other.json is not a report written by `bench --json`" in result.output
+
+
+def test_serving_bench_measures_stores_built_by_the_job_writer(tmp_path):
+    from jobs.bench.serving_report import serving_tables
+
+    out = tmp_path / "serving.json"
+    result = CliRunner().invoke(cli, ["bench", "--serving", "--serving-users", "1500", "--serving-users", "3000",
+                                      "--serving-real-users", "0", "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    assert [row["users"] for row in r["rows"]] == [1500, 3000]
+    for row in r["rows"]:
+        assert row["k"] == 4 and row["d"] == 64 and row["open_ms"] > 0 and row["resident_mb"] >= 0
+        assert 0 < row["single"]["p50_ms"] <= row["single"]["p99_ms"] and row["missing"]["p50_ms"] < 1
+        assert 20 < row["index_bytes_per_user"] < 30 and row["bytes_per_user"] > 4 * 4 * 64 * 0.8
+    assert (r["s3"]["single_max"], r["s3"]["missing"], r["s3"]["open"], r["s3"]["refresh_unchanged"]) == (1, 0, 4, 1)
+    assert "| 3,000 | 4 x 64 | float32 | 1 |" in result.output and "Cost for 10,000,000 users" in result.output
+    rendered = CliRunner().invoke(cli, ["bench", "--render", str(out)], catch_exceptions=False)
+    assert rendered.exit_code == 0 and rendered.output.strip() == serving_tables(r).strip()
