@@ -5,7 +5,7 @@ Layout::
     commer_config.json                    compressor config, base model id + weights sha256,
                                           tokenizer, training metadata
     compression_embeddings.safetensors    the k x d compression embeddings (fp32), and the
-                                          d-wide prompt_gain when prompt_norm is "rms"
+                                          prompt_norm's tensors (gain, bias, centre, temperature)
     adapter/adapter_model.safetensors     the LoRA (PEFT's own layout, loadable by PEFT)
     adapter/adapter_config.json
     checksums.json                        sha256 of every file above: exactly the files present,
