@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -65,7 +64,7 @@ class PersonalizedLM:
         store.check_compatible(checkpoint)
         self.store = store
         self.compressor = compressor
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = os.fspath(checkpoint)  # a path or a URI (s3://...): Path() would mangle "s3://"
         self.generator = Generator(compressor)
 
     @classmethod

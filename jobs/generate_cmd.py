@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 @click.command("generate")
 @click.option("--store", "store_uri", required=True, help="A committed embedding store (the compress job's --output).")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=default_checkpoint_path, show_default="the bundled checkpoint",
-              help="The checkpoint that produced the store; its backbone generates.")
+@click.option("--checkpoint", default=default_checkpoint_path, show_default="the bundled checkpoint",
+              help="The checkpoint that produced the store (a folder or a gs:// / s3:// URI); its backbone "
+                   "generates.")
 @click.option("--user", "user_id", help="One request: the user whose soft prompt personalizes the output.")
 @click.option("--input", "input_text", help="One request: the task input, e.g. 'Paraphrase the following tweet: ...'.")
 @click.option("--requests", "requests_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
               help="Unknown user: a per-row error, or generation without personalization.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @cli_errors
-def generate(store_uri: str, checkpoint: Path, user_id: str | None, input_text: str | None,
+def generate(store_uri: str, checkpoint: str, user_id: str | None, input_text: str | None,
              requests_path: Path | None, output_path: Path | None, batch_size: int, max_new_tokens: int,
              sample: bool, temperature: float, top_p: float, seed: int | None, stop_strings: tuple[str, ...],
              fallback: str, device: str) -> None:
