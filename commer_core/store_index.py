@@ -184,8 +184,8 @@ class StoreIndex:
         return self._ids.to_arrow()
 
     def arrow_schema(self) -> pa.Schema:
-        """The embedding files' schema (from the first row group's footer)."""
-        return self._metadata(0, [0]).schema.to_arrow_schema()
+        """The embedding files' schema (from the first file's footer; with no row group, an empty store, none is spliced in)."""
+        return self._metadata(0, [0] if self.row_groups else []).schema.to_arrow_schema()
 
     def _metadata(self, f: int, groups: list[int]) -> pq.FileMetaData:
         """The footer of file ``f`` holding only ``groups`` (global row-group numbers), in that order."""

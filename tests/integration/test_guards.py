@@ -135,6 +135,7 @@ def test_a_full_snapshot_of_an_empty_input_is_refused_unless_allowed(base_store,
     assert sorted(p.name for p in store.iterdir() if p.name.startswith("v-")) == [version]
     result = run_job(corpus, store, tiny_checkpoint, "--previous", str(store), "--full-snapshot", "--allow-empty")
     assert open_store(store).version == result.version and open_store(store).users() == []
+    assert open_store(store).get(["user-0", "nobody"]) == {} and len(open_store(store)) == 0  # an empty index answers
 
 
 def test_a_string_timestamp_column_does_not_block_the_job(tmp_path, tiny_checkpoint):
