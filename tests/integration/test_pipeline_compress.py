@@ -189,10 +189,21 @@ def test_a_failed_rerun_leaves_the_committed_store_untouched(tmp_path, tiny_chec
     assert (tmp_path / "store" / first.version / MANIFEST_NAME).read_text() == manifest
 
 
+def _empty_embeddings(path) -> None:
+    """A valid embeddings shard with no users: commit builds the version's lookup index from its footer."""
+    import pyarrow.parquet as pq
+
+    from schemas import store_schema
+    from tests.unit.test_store import D, K
+
+    pq.write_table(store_schema(K, D).empty_table(), str(path))
+
+
 def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path, monkeypatch):
     from apache_beam.io.filesystems import FileSystems
 
     from pipelines import commit as commit_mod
+    from schemas.store_index import INDEX_FILES_NAME, INDEX_USERS_NAME
     from tests.unit.test_store import _manifest
 
     out = tmp_path / "store"
@@ -209,9 +220,9 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
     os.utime(out / "v-20220101T000000-c" / "embeddings-00000-of-00001.parquet", (stale, stale))
     (out / LATEST_NAME).write_text("v-20200101T000000-a\n")  # b has a manifest but never became LATEST
     area = commit_mod.new_staging_area(str(out))
-    for name in ("embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"):
-        with open(os.path.join(area.root, name), "wb") as fh:
-            fh.write(b"new")
+    _empty_embeddings(os.path.join(area.root, "embeddings-00000-of-00001.parquet"))  # the index reads its footer
+    with open(os.path.join(area.root, "dead_letter-00000-of-00001.parquet"), "wb") as fh:
+        fh.write(b"new")
 
     events = []
     real_rename = FileSystems.rename
@@ -230,7 +241,8 @@ def test_commit_writes_the_manifest_then_latest_and_prunes_old_versions(tmp_path
     assert sorted(os.listdir(out)) == sorted([LATEST_NAME, area.version, "v-20200101T000000-a",
                                               "v-20220101T000000-d", "v-20990101T000000-z"])
     assert sorted(os.listdir(out / area.version)) == sorted(
-        [MANIFEST_NAME, "embeddings-00000-of-00001.parquet", "dead_letter-00000-of-00001.parquet"])
+        [MANIFEST_NAME, INDEX_USERS_NAME, INDEX_FILES_NAME, "embeddings-00000-of-00001.parquet",
+         "dead_letter-00000-of-00001.parquet"])
     assert commit_mod.prune_versions(str(out), area.version, keep_versions=1) == ["v-20200101T000000-a"]
     later = time.time() + commit_mod.STALE_UNCOMMITTED_SECONDS + 60  # a day on, d is a leftover
     assert commit_mod.prune_versions(str(out), area.version, 1, now=later) == ["v-20220101T000000-d"]
@@ -246,7 +258,7 @@ def test_a_commit_is_a_compare_and_swap_on_latest(tmp_path):
     (out / "v-20200101T000000-a" / MANIFEST_NAME).write_text("manifest")
     (out / LATEST_NAME).write_text("v-20200101T000000-b\n")  # another run committed b meanwhile
     area = commit_mod.new_staging_area(str(out))
-    (tmp_path / "store" / area.version / "embeddings-00000-of-00001.parquet").write_bytes(b"new")
+    _empty_embeddings(tmp_path / "store" / area.version / "embeddings-00000-of-00001.parquet")
     with pytest.raises(commit_mod.LatestMovedError) as caught:
         commit_mod.commit(area, _manifest(), expected_latest="v-20200101T000000-a")
     assert str(caught.value) == (
