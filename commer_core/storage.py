@@ -48,6 +48,11 @@ BEAM_TO_FSSPEC: dict[str, tuple[str, tuple[str, ...]]] = {
 _ALIASES = {"s3a": "s3", "gcs": "gs"}
 #: No listing caches by default: a store's LATEST changes under its readers.
 _DEFAULTS: dict[str, dict[str, Any]] = {"s3": {"use_listings_cache": False}, "gs": {"cache_timeout": 0}}
+#: Environment variables that name an endpoint, per protocol, first match wins (see storage_options).
+_ENV_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "s3": (("AWS_ENDPOINT_URL_S3", "endpoint_url"), ("AWS_ENDPOINT_URL", "endpoint_url")),
+    "gs": (("STORAGE_EMULATOR_HOST", "endpoint_url"),),
+}
 _EXTRAS = {"s3": "s3", "gs": "gcs", "abfs": "azure", "az": "azure"}
 
 _configured: dict[str, dict[str, Any]] = {}
@@ -105,6 +110,14 @@ def storage_options(proto: str) -> dict[str, Any]:
     options: dict[str, Any] = dict(_DEFAULTS.get(proto, {}))
     if proto == "gs" and os.environ.get("STORAGE_EMULATOR_HOST"):
         options["token"] = "anon"  # an emulator takes no credentials; gcsfs would look for Google's
+    # The endpoint the environment names is made explicit: fsspec caches filesystems by their
+    # options, so a process whose AWS_ENDPOINT_URL / STORAGE_EMULATOR_HOST changed would otherwise
+    # be handed the cached client of the old endpoint.
+    for name, key in _ENV_ENDPOINTS.get(proto, ()):
+        value = os.environ.get(name)
+        if value:
+            options[key] = value if "://" in value else f"http://{value}"  # an emulator host may omit it
+            break
     for key, value in _configured.get(proto, {}).items():
         if isinstance(value, Mapping) and isinstance(options.get(key), Mapping):
             options[key] = {**options[key], **value}

@@ -69,3 +69,18 @@ def test_s3_through_arrow_reads_what_fsspec_wrote(s3_store):
     assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(path))] == ["f.bin"]
     with fs.open_input_stream(f"{path}/f.bin") as fh:
         assert fh.read() == b"\x00\x01"
+
+
+def test_a_changed_endpoint_in_the_environment_gets_a_new_filesystem(monkeypatch):
+    """fsspec caches filesystems by their options: the endpoint the environment names must be one of
+    them, or a process whose AWS_ENDPOINT_URL changed keeps talking to the old server (found when a
+    benchmark's S3 server had stopped and the tests' server took over)."""
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    first, _ = storage.filesystem("s3://bucket/a")
+    assert storage.storage_options("s3")["endpoint_url"] == "http://127.0.0.1:1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    second, _ = storage.filesystem("s3://bucket/a")
+    assert second is not first and storage.storage_options("s3")["endpoint_url"] == "http://127.0.0.1:2"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:3")
+    assert storage.storage_options("gs")["endpoint_url"] == "http://127.0.0.1:3"
