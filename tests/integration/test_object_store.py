@@ -60,9 +60,8 @@ def test_compress_incremental_cache_prune_and_readers_on_an_object_store(bucket,
     upload(Path(tonight).parent, bucket.uri("tonight"))
     upload(tiny_checkpoint, bucket.uri("ckpt"))
     store, cache, ckpt = bucket.uri("store"), bucket.uri("cache"), bucket.uri("ckpt")
+    first = run_first(bucket, tmp_path, tiny_checkpoint)  # (its uploads reach the server by the environment)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # S3: the job gets the endpoint from Beam options only
-
-    first = run_first(bucket, tmp_path, tiny_checkpoint)
     assert first.counts["users"] == 3 and first.counts["compressed"] == 9
     second = run_on(bucket, *job_args(bucket.uri("tonight", "*.parquet"), store, ckpt, "--doc-cache", cache,
                                       "--previous", store, "--keep-versions", "1"))
