@@ -109,13 +109,19 @@ def cost_line(r: dict[str, Any], users: int = 10_000_000) -> str:
             f"lookup is one ranged GET: ${S3_PER_1000_GETS * 1000:.2f} per million lookups (list prices, us-east-1).")
 
 
+def _load(r: dict[str, Any]) -> str:
+    """The machine's 1-minute load average when the run began and ended (older reports lack it)."""
+    load = r.get("load_average")
+    return f"; 1-minute load average {load[0]:.1f} at the start, {load[-1]:.1f} at the end" if load else ""
+
+
 def serving_tables(r: dict[str, Any]) -> str:
     """The serving report as markdown."""
     from jobs.bench.report import _met_table
 
     head = (f"Machine: {r['machine']} ({r['software']}); one thread; warm page cache; latencies are wall time "
-            "with the calling thread's CPU time in brackets (this machine's two cores were shared with other jobs: "
-            "the wall tail is their scheduling).")
+            "with the calling thread's CPU time in brackets (on a shared machine the wall tail is the other jobs' "
+            f"scheduling){_load(r)}.")
     parts = [head, "", lookup_table(r), "", s3_line(r), generate_line(r), "", format_table(r), "",
              _met_table(targets(r)), "", cost_line(r)]
     return "\n".join(p for i, p in enumerate(parts) if p or (i and parts[i - 1]))

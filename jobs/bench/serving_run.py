@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -63,7 +64,8 @@ def run_serving(sizes: tuple[int, ...], real_users: int, files: int, say: Callab
     import torch
 
     report: dict[str, Any] = {"kind": "serving", "machine": measure.machine_name(torch.device("cpu")),
-                              "software": f"Python {platform.python_version()}, {_pyarrow()}", "rows": []}
+                              "software": f"Python {platform.python_version()}, {_pyarrow()}", "rows": [],
+                              "load_average": [os.getloadavg()[0]]}
     try:
         for users in sorted(sizes):
             report["rows"].append(bench_size(work, users, *SMALL_DIMS, files, say))
@@ -81,6 +83,7 @@ def run_serving(sizes: tuple[int, ...], real_users: int, files: int, say: Callab
     finally:
         if temp is not None:
             temp.cleanup()
+    report["load_average"].append(os.getloadavg()[0])
     return report
 
 
