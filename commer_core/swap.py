@@ -17,6 +17,7 @@ so own and other pair up example by example.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,32 +32,52 @@ from commer_core.training.scoring import autocast, batches, corpus_perplexity, s
 Scores = list[tuple[float, int]]
 
 
-def donor_indices(examples: Sequence[PreparedExample], seed: int = 0) -> list[int]:
-    """For each example, the index of the example whose documents it receives in the swap.
+def donor_indices(examples: Sequence[PreparedExample], seed: int = 0,
+                  pool: Sequence[PreparedExample] | None = None) -> list[int]:
+    """For each example, the index (into ``pool``, default ``examples``) of the example whose documents it receives.
 
-    Example ``j`` of user ``u`` (in order) gets example ``j mod m`` of user ``derangement(u)``.
+    Example ``j`` of user ``u`` (in order) gets example ``j mod m`` of user ``partner(u)``:
+    ``derangement(u)`` within ``examples``, or, with a separate ``pool`` (e.g. the training
+    split's users when the scored split holds a single unseen user, as on PerLTQA), a seeded
+    choice among the pool's users other than ``u``.
     """
-    positions: dict[str, list[int]] = {}
-    for i, e in enumerate(examples):
-        positions.setdefault(e.user_id, []).append(i)
-    partner = derangement(list(positions), seed)
+    donors_of: dict[str, list[int]] = {}
+    for i, e in enumerate(examples if pool is None else pool):
+        donors_of.setdefault(e.user_id, []).append(i)
+    users = list(dict.fromkeys(e.user_id for e in examples))
+    partner = derangement(users, seed) if pool is None else _pool_partners(users, list(donors_of), seed)
     seen: dict[str, int] = {}
     out = []
     for e in examples:
         j = seen.get(e.user_id, 0)
         seen[e.user_id] = j + 1
-        donors = positions[partner[e.user_id]]
+        donors = donors_of[partner[e.user_id]]
         out.append(donors[j % len(donors)])
     return out
 
 
-def swap_documents(examples: Sequence[PreparedExample], seed: int = 0) -> list[PreparedExample]:
-    """The same examples, each carrying the documents of a deranged (different) user.
+def _pool_partners(users: Sequence[str], pool_users: Sequence[str], seed: int) -> dict[str, str]:
+    """Each user -> a pool user other than themself, spread evenly over a seeded shuffle of the pool."""
+    order = sorted(pool_users)
+    random.Random(f"commer-donor-pool/{seed}").shuffle(order)
+    out = {}
+    for i, u in enumerate(sorted(users)):
+        others = [p for p in order if p != u]
+        if not others:
+            raise ValueError(f"the donor pool holds no user other than {u!r}")
+        out[u] = others[i % len(others)]
+    return out
 
-    Raises ``ValueError`` with fewer than two users (see :func:`derangement`).
+
+def swap_documents(examples: Sequence[PreparedExample], seed: int = 0,
+                   pool: Sequence[PreparedExample] | None = None) -> list[PreparedExample]:
+    """The same examples, each carrying the documents of a different user (of ``pool``, if given).
+
+    Raises ``ValueError`` with fewer than two users and no pool (see :func:`derangement`).
     """
-    return [dataclasses.replace(e, documents=examples[d].documents)
-            for e, d in zip(examples, donor_indices(examples, seed))]
+    source = examples if pool is None else pool
+    return [dataclasses.replace(e, documents=source[d].documents)
+            for e, d in zip(examples, donor_indices(examples, seed, pool))]
 
 
 def reads_documents(method: Method) -> bool:
@@ -151,30 +172,35 @@ class PersonalizationScores:
 
 def personalization_scores(
     method: Method, examples: Sequence[PreparedExample], *, seed: int = 0, batch_size: int = 8, bf16: bool = False,
-    own: Scores | None = None,
+    own: Scores | None = None, pool: Sequence[PreparedExample] | None = None,
 ) -> PersonalizationScores:
     """Score ``examples`` with own documents (or reuse ``own``), swapped documents and (ComMer) the mean prompt.
 
+    ``pool``: donors of the swapped documents from other users than the scored ones (see
+    :func:`donor_indices`); the mean prompt then averages the scored and the pool's users.
     ComMer compresses each example's documents once: the swap hands the donor example's
     merged prompt to the receiving example instead of recompressing the same documents.
     """
     own = list(own) if own is not None else score_examples(method, examples, batch_size=batch_size, bf16=bf16)
     if len(own) != len(examples):
         raise ValueError(f"own scores ({len(own)}) do not match the examples ({len(examples)})")
-    donors = donor_indices(examples, seed)
-    ids_unique = len({e.example_id for e in examples}) == len(examples)
+    source = list(examples if pool is None else pool)
+    donors = donor_indices(examples, seed, pool)
+    everyone = list(examples) + ([] if pool is None else source)
+    ids_unique = len({e.example_id for e in everyone}) == len(everyone)
     if not isinstance(method, CommerMethod) or not ids_unique:
-        swapped = [dataclasses.replace(e, documents=examples[d].documents) for e, d in zip(examples, donors)]
+        swapped = [dataclasses.replace(e, documents=source[d].documents) for e, d in zip(examples, donors)]
         other = score_examples(method, swapped, batch_size=batch_size, bf16=bf16)
         mean = None
         if isinstance(method, CommerMethod):
-            control = MeanPromptMethod(method, examples, batch_size=batch_size, bf16=bf16)
+            control = MeanPromptMethod(method, everyone, batch_size=batch_size, bf16=bf16)
             mean = score_examples(control, examples, batch_size=batch_size, bf16=bf16)
         return PersonalizationScores(own, other, mean)
-    prompts = merged_prompts(method, examples, batch_size=batch_size, bf16=bf16)
-    given = GivenPrefixes(method, {e.example_id: prompts[d] for e, d in zip(examples, donors)})
+    prompts = merged_prompts(method, everyone, batch_size=batch_size, bf16=bf16)
+    donor_prompts = prompts if pool is None else prompts[len(examples):]
+    given = GivenPrefixes(method, {e.example_id: donor_prompts[d] for e, d in zip(examples, donors)})
     other = score_examples(given, examples, batch_size=batch_size, bf16=bf16)
-    control = MeanPromptMethod(method, examples, prompts=prompts)
+    control = MeanPromptMethod(method, everyone, prompts=prompts)
     return PersonalizationScores(own, other, score_examples(control, examples, batch_size=batch_size, bf16=bf16))
 
 

@@ -67,6 +67,10 @@ def _split_label(value: str) -> tuple[str | None, str]:
 @click.option("--swap/--no-swap", default=True, show_default=True,
               help="Personalization gap: also score every method that reads documents with another user's "
                    "documents (and ComMer with the mean of all users' prompts). About 2-3x the scoring time.")
+@click.option("--swap-with", default=None, metavar="SPLIT",
+              help="Take the other users' documents of --swap from this split of --data (its first --max-examples "
+                   "labelled examples) instead of --split: for a split with one user, e.g. PerLTQA's unseen "
+                   "character (--split test --swap-with train).")
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Writes results.json, results.csv, cost_vs_quality.png, perplexity_vs_docs.png, "
                    "personalization_gap.png.")
@@ -78,8 +82,8 @@ def _split_label(value: str) -> tuple[str | None, str]:
 def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tuple[str, ...], raw_budgets: str,
              untrained: bool, docs_at_test: str, selection: str, base_model: str | None, max_examples: int,
              max_input_tokens: int, max_target_tokens: int, n_generate: int, rouge_docs: str | None, max_new_tokens: int,
-             batch_size: int, bf16: bool, device: str, seed: int, swap: bool, output: Path, threads: int | None,
-             progress: bool) -> None:
+             batch_size: int, bf16: bool, device: str, seed: int, swap: bool, swap_with: str | None, output: Path,
+             threads: int | None, progress: bool) -> None:
     """Perplexity and ROUGE of ComMer checkpoints and baselines, per k and number of documents, with plots."""
     if threads:
         import torch
@@ -96,6 +100,11 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
     examples = [e for e in source.read(split) if e.target is not None][:max_examples]
     if not examples:
         raise click.ClickException(f"{path} holds no labelled examples")
+    pool = None
+    if swap_with is not None:
+        pool = [e for e in source.read(swap_with) if e.target is not None][:max_examples]
+        if not pool:
+            raise click.ClickException(f"--swap-with: {source.describe(swap_with)} holds no labelled examples")
     infos = [(label, checkpoint_info(p)) for label, p in map(_split_label, checkpoints)]
     bases = {info["base_model"] for _, info in infos}
     if base_model is not None:
@@ -105,7 +114,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
     base = bases.pop() if bases else "smollm2-135m"
     runner = _Runner(examples, n_docs_list, selection=selection, seed=seed, base=base, device=device,
                      batch_size=batch_size, n_generate=n_generate, generate_at=generate_at,
-                     max_new_tokens=max_new_tokens, bf16=bf16, swap=swap,
+                     max_new_tokens=max_new_tokens, bf16=bf16, swap=swap, pool=pool,
                      max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens, progress=progress)
     runner.run(infos, baselines, budgets, untrained)
     from commer_core.evaluation import format_personalization, format_table, gap_rows, summarize, write_results
@@ -114,7 +123,7 @@ def evaluate(checkpoints: tuple[str, ...], data: Path, split: str, baselines: tu
     meta = {"data": str(path), "examples": len(examples), "docs_at_test": n_docs_list, "selection": selection,
             "base_model": base, "seed": seed, "checkpoints": runner.checkpoints, "generate": n_generate, "rouge_docs": generate_at,
             "max_input_tokens": max_input_tokens, "max_target_tokens": max_target_tokens, "bf16": bf16,
-            "swap": swap}
+            "swap": swap, "swap_with": swap_with}
     paths = write_results(output, rows, runner.records, meta=meta)
     if gap_rows(rows):
         click.echo("personalization (gap = other-user minus own, nats per token; > 0: own documents help)")
@@ -128,15 +137,20 @@ class _Runner:
 
     def __init__(self, examples: list[Any], n_docs_list: list[int], *, selection: str, seed: int, base: str,
                  device: str, batch_size: int, n_generate: int, generate_at: list[int], max_new_tokens: int,
-                 bf16: bool, swap: bool,
+                 bf16: bool, swap: bool, pool: list[Any] | None,
                  max_input_tokens: int, max_target_tokens: int, progress: bool) -> None:
         from commer_core.backbone import load_base_tokenizer
         from commer_core.training import prepare_examples
 
         tokenizer = load_base_tokenizer(base)
-        self.by_n = {n: prepare_examples(examples, tokenizer, n_docs=n, selection=selection, seed=seed,
-                                         max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens)
-                     for n in n_docs_list}
+
+        def prepared(rows: list[Any]) -> dict[int, list[Any]]:
+            return {n: prepare_examples(rows, tokenizer, n_docs=n, selection=selection, seed=seed,
+                                        max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens)
+                    for n in n_docs_list}
+
+        self.by_n = prepared(examples)
+        self.pool_by_n = None if pool is None else prepared(pool)
         self.base, self.device, self.seed, self.bf16, self.swap = base, device, seed, bf16, swap
         self.batch_size, self.n_generate, self.max_new_tokens = batch_size, n_generate, max_new_tokens
         self.generate_at = generate_at
@@ -152,7 +166,8 @@ class _Runner:
         self.records.extend(evaluate_method(method, spec, self.by_n, batch_size=self.batch_size,
                                             generate=self.n_generate, generate_at=self.generate_at,
                                             max_new_tokens=self.max_new_tokens,
-                                            bf16=self.bf16, swap=self.swap, swap_seed=self.seed))
+                                            bf16=self.bf16, swap=self.swap, swap_seed=self.seed,
+                                            swap_pool=self.pool_by_n))
 
     def run(self, infos: list[tuple[str | None, dict[str, Any]]], baselines: tuple[str, ...], budgets: list[int],
             untrained: bool) -> None:

@@ -80,6 +80,7 @@ def evaluate_method(
     bf16: bool = False,
     swap: bool = False,
     swap_seed: int = 0,
+    swap_pool: dict[int, list[PreparedExample]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-example records for every number of documents.
 
@@ -87,13 +88,16 @@ def evaluate_method(
     ``generate_at``: for which numbers of documents (default: all). ``swap``: for a method
     that reads documents (n_docs >= 1), also score each example with a deranged user's
     documents (``nll_other``) and, for ComMer, the mean of all users' prompts (``nll_mean``);
-    :func:`summarize` turns them into the personalization gap.
+    :func:`summarize` turns them into the personalization gap. ``swap_pool``: per number of
+    documents, examples of other users that donate the swapped documents (a split with a
+    single user, e.g. PerLTQA's unseen character, swaps with the training split's).
     """
     records: list[dict[str, Any]] = []
     for n_docs, examples in examples_by_n.items():
         digest = examples_digest(examples)
         scores = score_examples(method, examples, batch_size=batch_size, bf16=bf16)
-        controls = _controls(method, examples, scores, swap and n_docs >= 1, swap_seed, batch_size, bf16)
+        pool = None if swap_pool is None else swap_pool[n_docs]
+        controls = _controls(method, examples, scores, swap and n_docs >= 1, swap_seed, batch_size, bf16, pool)
         gens: list[str] = []
         if generate and (generate_at is None or n_docs in generate_at):
             gens = generate_examples(method, examples[:generate], batch_size=batch_size,
@@ -116,13 +120,14 @@ def evaluate_method(
 
 
 def _controls(method: Method, examples: Sequence[PreparedExample], own: list[tuple[float, int]], enabled: bool,
-              seed: int, batch_size: int, bf16: bool) -> Any:
+              seed: int, batch_size: int, bf16: bool, pool: Sequence[PreparedExample] | None = None) -> Any:
     """The swapped-documents (and mean-prompt) scores, or None where the gap is undefined."""
     from commer_core.swap import personalization_scores, reads_documents
 
-    if not enabled or not reads_documents(method) or len({e.user_id for e in examples}) < 2:
+    users = {e.user_id for e in examples} | {e.user_id for e in pool or ()}
+    if not enabled or not reads_documents(method) or len(users) < 2:
         return None
-    return personalization_scores(method, examples, seed=seed, batch_size=batch_size, bf16=bf16, own=own)
+    return personalization_scores(method, examples, seed=seed, batch_size=batch_size, bf16=bf16, own=own, pool=pool)
 
 
 def gap_columns(recs: Sequence[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:

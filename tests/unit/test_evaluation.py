@@ -192,3 +192,27 @@ def test_evaluate_cli_prints_the_personalization_table_first(tmp_path):
     assert {r["label"]: r["gap"] is not None for r in summary} == {"raw-b16": True, "none": False}
     off = CliRunner().invoke(cli, [*common, "--no-swap", "--output", str(tmp_path / "off")], catch_exceptions=False)
     assert off.exit_code == 0 and "personalization" not in off.output
+
+
+def test_evaluate_cli_swaps_a_single_user_split_with_another_splits_users(tmp_path):
+    """PerLTQA's test split holds one unseen character: --swap-with train gives it a gap."""
+    from click.testing import CliRunner
+
+    from commer_core.data import write_examples_parquet
+    from jobs.cli import cli
+
+    examples = _examples()
+    write_examples_parquet([e for e in examples if e.user_id == "u0"], tmp_path / "test.parquet")
+    write_examples_parquet([e for e in examples if e.user_id != "u0"], tmp_path / "train.parquet")
+    common = ["evaluate", "--data", str(tmp_path), "--split", "test", "--base-model", "tiny-random", "--baseline",
+              "raw_docs", "--raw-budget", "16", "--docs-at-test", "2", "--generate", "0", "--no-progress"]
+    alone = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "alone")], catch_exceptions=False)
+    assert alone.exit_code == 0, alone.output
+    assert json.loads((tmp_path / "alone" / "results.json").read_text())["summary"][0]["gap"] is None
+    pooled = CliRunner().invoke(cli, [*common, "--swap-with", "train", "--output", str(tmp_path / "pooled")],
+                                catch_exceptions=False)
+    assert pooled.exit_code == 0, pooled.output
+    results = json.loads((tmp_path / "pooled" / "results.json").read_text())
+    assert results["summary"][0]["gap"] is not None and results["meta"]["swap_with"] == "train"
+    missing = CliRunner().invoke(cli, [*common, "--swap-with", "validation", "--output", str(tmp_path / "bad")])
+    assert missing.exit_code != 0 and "valid" in missing.output

@@ -82,6 +82,24 @@ def test_swap_documents_gives_each_example_another_users_documents():
         swap_documents([e for e in examples if e.user_id == "u0"])
 
 
+def test_a_single_user_swaps_with_a_donor_pool_of_other_users():
+    """PerLTQA's test split holds one unseen character: the other user's documents come from the train split."""
+    examples = _prepared(n_users=5, per_user=3)
+    scored = [e for e in examples if e.user_id == "u0"]
+    pool = [e for e in examples if e.user_id != "u0"]
+    swapped = swap_documents(scored, seed=1, pool=pool)
+    pool_docs = {e.documents: e.user_id for e in pool}
+    assert [e.documents in pool_docs for e in swapped] == [True] * 3
+    assert len({pool_docs[e.documents] for e in swapped}) == 1  # one partner user per scored user
+    assert [e.target for e in swapped] == [e.target for e in scored]
+    # a pool that contains the scored user too never hands them their own documents
+    both = swap_documents(examples, seed=1, pool=examples)
+    assert all(s.documents not in {o.documents for o in examples if o.user_id == e.user_id}
+               for e, s in zip(examples, both))
+    with pytest.raises(ValueError, match="no user other than 'u0'"):
+        swap_documents(scored, pool=scored)
+
+
 # -- scoring (tiny random backbone) ----------------------------------------------------------
 
 
@@ -138,3 +156,16 @@ def test_commer_swap_reuses_compressions_and_equals_scoring_the_swapped_document
     slow = personalization_scores(commer, duplicated, seed=2, batch_size=4)
     assert [a for a, _ in slow.other] == pytest.approx([a for a, _ in direct], rel=1e-4)
     assert [a for a, _ in slow.mean] == pytest.approx([a for a, _ in fast.mean], rel=1e-4)
+
+
+def test_commer_swap_with_a_donor_pool_equals_scoring_the_pool_documents(tiny_backbone):
+    from commer_core.swap import personalization_scores
+
+    commer = _commer(tiny_backbone)
+    examples = _prepared(n_users=3, per_user=2)
+    scored, pool = examples[:2], examples[2:]  # user u0 alone, donors u1 and u2
+    fast = personalization_scores(commer, scored, seed=2, batch_size=4, pool=pool)
+    direct = score_examples(commer, swap_documents(scored, seed=2, pool=pool), batch_size=4)
+    assert [a for a, _ in fast.other] == pytest.approx([a for a, _ in direct], rel=1e-4)
+    everyone_mean = score_examples(MeanPromptMethod(commer, examples), scored, batch_size=4)
+    assert [a for a, _ in fast.mean] == pytest.approx([a for a, _ in everyone_mean], rel=1e-4)
