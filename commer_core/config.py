@@ -12,6 +12,8 @@ DEFAULT_BASE_MODEL = "smollm2-135m"
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 PROMPT_NORMS = ("none", "rms", "center", "vocab")
 PROMPT_POSITIONS = ("turn", "start")
+#: Training learning-rate schedules after the warmup: constant, or a cosine from the base rate to 0 at the last step.
+LR_DECAYS = ("none", "cosine")
 # What new training and the untrained baselines use; a checkpoint without the field was trained with "start".
 DEFAULT_PROMPT_POSITION = "turn"
 

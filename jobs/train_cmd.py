@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, PROMPT_NORMS, PROMPT_POSITIONS, LoraSettings
+from commer_core.config import (
+    DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, PROMPT_NORMS, PROMPT_POSITIONS, LoraSettings,
+)
 from jobs.errors import cli_errors
 
 _LORA = LoraSettings()  # the LoRA defaults, written once (TrainConfig takes the same)
@@ -87,6 +89,8 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--lr-embeddings", default=1e-2, show_default=True)
 @click.option("--lr-prompt", default=3e-2, show_default=True, help="Prompt-tuning soft tokens.")
 @click.option("--warmup-steps", default=0, show_default=True)
+@click.option("--lr-decay", type=click.Choice(list(LR_DECAYS)), default="none", show_default=True,
+              help="After the warmup: constant rates, or a cosine from the base rates to 0 at the last step.")
 @click.option("--weight-decay", default=0.0, show_default=True)
 @click.option("--max-grad-norm", default=1.0, show_default=True, help="Gradient clipping (0: off).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (CPU or CUDA); weights stay fp32.")

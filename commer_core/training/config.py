@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, CompressorConfig, LoraSettings
+from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, CompressorConfig, LoraSettings
 from commer_core.errors import CommerError
 from commer_core.merge import MERGES
 
@@ -72,6 +72,7 @@ class TrainConfig:
     lr_prompt: float = 3e-2
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_decay: str = "none"
     max_grad_norm: float = 1.0
     bf16: bool = False
     seed: int = 0
@@ -99,6 +100,8 @@ class TrainConfig:
             raise TrainingError(f"merge must be one of {tuple(MERGES)}, got {self.merge!r}")
         if self.selection not in SELECTIONS:
             raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise TrainingError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
 
     def _check_counts(self) -> None:
         if self.min_docs_per_example is not None and not 1 <= self.min_docs_per_example <= self.docs_per_example:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -88,8 +89,17 @@ def make_optimizer(method: Method, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay, foreach=False)
 
 
-def _lr_scale(step: int, warmup: int) -> float:
-    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+def lr_scale(step: int, warmup: int, total: int, decay: str = "none") -> float:
+    """The factor on each group's base rate at 0-based ``step``: a linear warmup, then ``decay``.
+
+    ``cosine`` falls from 1 after the warmup to 0 at step ``total``, so the last steps settle
+    the weights instead of moving them at the full rate.
+    """
+    ramp = 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+    if decay == "none" or step < warmup:
+        return ramp
+    span = max(total - warmup, 1)
+    return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
 
 
 def _step_token_count(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix]) -> int:
@@ -163,7 +173,7 @@ class Trainer:
         """One step of ``grad_accum`` micro-batches; returns its log record."""
         config = self.config
         t0 = time.perf_counter()
-        scale = _lr_scale(self.step, config.warmup_steps)
+        scale = lr_scale(self.step, config.warmup_steps, self.total, config.lr_decay)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * scale
         self.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +276,7 @@ class Trainer:
             "elapsed_s": round(self.elapsed, 1),
             "init_from": str(init_from) if init_from else None,
             "optimizer": {"name": "AdamW", "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm,
-                          "warmup_steps": config.warmup_steps},
+                          "warmup_steps": config.warmup_steps, "lr_decay": config.lr_decay},
             "config": config.to_dict(),
             "dev_perplexity": dev,
             "final_train_loss": self.history[-1]["loss"] if self.history else None,

@@ -119,6 +119,22 @@ def test_optimizer_groups_use_the_papers_learning_rates():
     assert group["lr"] == 3e-2 and group["params"] == [pt.prompt]
 
 
+def test_cosine_decay_falls_from_the_base_rate_to_zero_after_the_warmup(tmp_path):
+    from commer_core.training.loop import lr_scale
+
+    assert [lr_scale(s, 4, 12) for s in range(12)] == [0.25, 0.5, 0.75] + [1.0] * 9
+    cosine = [lr_scale(s, 4, 12, "cosine") for s in range(13)]
+    assert cosine[:4] == [0.25, 0.5, 0.75, 1.0] and cosine[12] == pytest.approx(0.0, abs=1e-12)
+    assert cosine[8] == pytest.approx(0.5) and all(a > b for a, b in zip(cosine[4:12], cosine[5:13]))
+    assert lr_scale(5, 0, 10, "cosine") == pytest.approx(0.5)
+    train(_config(steps=4, lr_decay="cosine"), _examples(4), _examples(2, "d"), tmp_path / "run", progress=False,
+          compare_baselines=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["lr_scale"] for r in log] == pytest.approx([1.0, 0.5 * (1 + 0.5 ** 0.5), 0.5, 0.5 * (1 - 0.5 ** 0.5)])
+    with pytest.raises(TrainingError, match="lr_decay"):
+        _config(lr_decay="step")
+
+
 def test_training_changes_only_embeddings_and_lora(tmp_path):
     frozen_before = {n: p.detach().clone() for n, p in build_method(_config()).compressor.peft_model.named_parameters()
                      if "lora_" not in n}
