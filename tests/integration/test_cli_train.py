@@ -131,18 +131,19 @@ def default_checkpoint_check(tmp_path_factory):
 def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_check):
     """Own stored prompt beats no prompt and, by a real margin, another user's prompt.
 
-    Measured when bundled (F at step 325): own 35.7, other 39.5, none 62.4 ppl; gap +0.098
-    [+0.067, +0.131], own better on 73% of 64 examples (docs/RESULTS.md). The previous bundled
-    checkpoint (step 160, gap +0.017) fails the 0.05 floor.
+    Measured when bundled (run I: F at step 325 continued 125 steps with a cosine-decaying
+    rate): own 33.4, other 37.8, none 62.4 ppl; gap +0.122 [+0.087, +0.158], own better on 80%
+    of 64 examples (docs/RESULTS.md). The previous bundled checkpoints fail the floor: F at step
+    325 (gap +0.098, own better 73%) and at step 160 (+0.017).
     """
     report = default_checkpoint_check
     assert report["none_gap"]["low"] > 0 and report["own_perplexity"] < report["none_perplexity"], report
-    assert report["gap"]["gap"] > 0.05 and report["gap"]["low"] > 0, report["gap"]
-    assert report["gap"]["own_better"] > 0.6, report["gap"]
+    assert report["gap"]["gap"] > 0.10 and report["gap"]["low"] > 0, report["gap"]
+    assert report["gap"]["own_better"] > 0.7, report["gap"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 open: the bundled checkpoint's gap is ~0.10 nats/token, the bar is 0.30")
+@pytest.mark.xfail(strict=True, reason="issue 17 open: the bundled checkpoint's gap is ~0.12 nats/token, the bar is 0.30")
 def test_default_checkpoint_meets_the_personalization_bar(default_checkpoint_check):
     gap = default_checkpoint_check["gap"]
     assert gap["gap"] >= 0.30 and gap["low"] > 0 and gap["own_better"] >= 0.85, gap
