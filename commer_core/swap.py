@@ -184,13 +184,10 @@ def personalization_scores(
     own = list(own) if own is not None else score_examples(method, examples, batch_size=batch_size, bf16=bf16)
     if len(own) != len(examples):
         raise ValueError(f"own scores ({len(own)}) do not match the examples ({len(examples)})")
-    source = list(examples if pool is None else pool)
-    donors = donor_indices(examples, seed, pool)
-    everyone = list(examples) + ([] if pool is None else source)
+    everyone = list(examples) + list(pool or ())
     ids_unique = len({e.example_id for e in everyone}) == len(everyone)
     if not isinstance(method, CommerMethod) or not ids_unique:
-        swapped = [dataclasses.replace(e, documents=source[d].documents) for e, d in zip(examples, donors)]
-        other = score_examples(method, swapped, batch_size=batch_size, bf16=bf16)
+        other = score_examples(method, swap_documents(examples, seed, pool), batch_size=batch_size, bf16=bf16)
         mean = None
         if isinstance(method, CommerMethod):
             control = MeanPromptMethod(method, everyone, batch_size=batch_size, bf16=bf16)
@@ -198,6 +195,7 @@ def personalization_scores(
         return PersonalizationScores(own, other, mean)
     prompts = merged_prompts(method, everyone, batch_size=batch_size, bf16=bf16)
     donor_prompts = prompts if pool is None else prompts[len(examples):]
+    donors = donor_indices(examples, seed, pool)
     given = GivenPrefixes(method, {e.example_id: donor_prompts[d] for e, d in zip(examples, donors)})
     other = score_examples(given, examples, batch_size=batch_size, bf16=bf16)
     control = MeanPromptMethod(method, everyone, prompts=prompts)
