@@ -99,6 +99,9 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="Initialise from a checkpoint (e.g. an autoencode pretraining run's checkpoint/).")
+@click.option("--shared-prompt-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="ComMer with --prompt-norm center: start the prompt's shared part (the bias every user "
+                   "gets) from a prompt-tuning checkpoint with the same -k and --raw-budget 0.")
 @click.option("--eval-every", default=0, show_default=True, help="Dev perplexity every N steps (0: at the end only).")
 @click.option("--max-dev-examples", default=64, show_default=True)
 @click.option("--save-every", default=50, show_default=True, help="Resume state every N steps (and at the end).")
@@ -113,7 +116,8 @@ def _load_task_data(data: Path) -> tuple[list, list]:
                    "oversubscribed threads slow CPU training by an order of magnitude.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @cli_errors
-def train(data: Path, output: Path, resume: bool, init_from: str | None, progress: bool, threads: int | None,
+def train(data: Path, output: Path, resume: bool, init_from: str | None, shared_prompt_from: str | None,
+          progress: bool, threads: int | None,
           compare_baselines: bool, ae_examples: int | None, ae_dev_examples: int, ae_dev_fraction: float,
           **options: Any) -> None:
     """Train compression embeddings + LoRA (or prompt-tuning soft tokens) end to end on a frozen LLM."""
@@ -130,7 +134,7 @@ def train(data: Path, output: Path, resume: bool, init_from: str | None, progres
     try:
         # The remaining options are TrainConfig's fields, already typed by click.
         config = TrainConfig(**{_CONFIG_FIELDS.get(name, name): value for name, value in options.items()})
-        extra: dict[str, Any] = {"data": str(data)}
+        extra: dict[str, Any] = {"data": str(data), "shared_prompt_from": shared_prompt_from}
         if objective == "autoencode":
             from commer_core.pretraining import autoencode_splits
 
@@ -142,7 +146,8 @@ def train(data: Path, output: Path, resume: bool, init_from: str | None, progres
         else:
             train_examples, dev_examples = _load_task_data(data)
         result = run_train(config, train_examples, dev_examples, output, resume=resume, init_from=init_from,
-                           progress=progress, compare_baselines=compare_baselines, extra_metadata=extra)
+                           shared_prompt_from=shared_prompt_from, progress=progress,
+                           compare_baselines=compare_baselines, extra_metadata=extra)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; state saved in {output / 'state'}: rerun with --resume") from None
     click.echo(json.dumps({"checkpoint": str(result.checkpoint), "fingerprint": result.fingerprint,

@@ -293,6 +293,7 @@ def train(
     *,
     resume: bool = False,
     init_from: str | Path | None = None,
+    shared_prompt_from: str | Path | None = None,
     progress: bool = True,
     stop_after: int | None = None,
     compare_baselines: bool = True,
@@ -307,6 +308,7 @@ def train(
     call after that many total steps with the state saved, as an interruption would
     (tests use it). ``compare_baselines`` scores the untrained method and no
     personalization on the same dev examples at the end and records all three.
+    ``init_from`` and ``shared_prompt_from`` are :func:`build_method`'s.
     """
     output_dir = Path(output_dir)
     recover_dir(output_dir / STATE_DIR)  # a state left aside by a crash mid-save counts as the run's
@@ -314,7 +316,7 @@ def train(
             and not resume:
         raise TrainingError(f"{output_dir} already holds a training run; pass --resume to continue it or pick a new --output")
     output_dir.mkdir(parents=True, exist_ok=True)
-    method = build_method(config, init_from=init_from)
+    method = build_method(config, init_from=init_from, shared_prompt_from=shared_prompt_from)
     prep = dict(selection=config.selection, seed=config.seed, max_input_tokens=config.max_input_tokens,
                 max_target_tokens=config.max_target_tokens)
     train_set = prepare_examples(train_examples, method.tokenizer, n_docs=config.docs_per_example, **prep)

@@ -109,8 +109,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_method(config: TrainConfig, *, init_from: str | Path | None = None) -> Method:
-    """A fresh backbone with the method's trainables (seeded), optionally initialised from a checkpoint."""
+def build_method(config: TrainConfig, *, init_from: str | Path | None = None,
+                 shared_prompt_from: str | Path | None = None) -> Method:
+    """A fresh backbone with the method's trainables (seeded), optionally initialised from a checkpoint.
+
+    ``shared_prompt_from`` (ComMer with ``prompt_norm`` "center" only) starts the prompt's shared
+    part, the centred norm's bias, from a prompt-tuning checkpoint's soft tokens (see
+    :func:`graft_shared_prompt`).
+    """
     seed_everything(config.seed)
     backbone = load_backbone(config.base_model, device=config.device)
     if config.method == "commer":
@@ -118,12 +124,41 @@ def build_method(config: TrainConfig, *, init_from: str | Path | None = None) ->
             compressor = Compressor(backbone, config.compressor_config(), seed=config.seed)
         else:
             compressor = _compressor_from(resolve_checkpoint_dir(init_from), backbone, config)
+        if shared_prompt_from is not None:
+            graft_shared_prompt(compressor, resolve_checkpoint_dir(shared_prompt_from))
         return CommerMethod(compressor, merge=config.merge)
+    if shared_prompt_from is not None:
+        raise TrainingError("--shared-prompt-from starts a ComMer prompt's shared part; this run is prompt tuning")
     method = PromptTuningMethod(generator_only(backbone), num_embeddings=config.num_embeddings,
                                 budget=config.raw_doc_budget, seed=config.seed)
     if init_from is not None:
         _load_prompt(method, resolve_checkpoint_dir(init_from))
     return method
+
+
+def graft_shared_prompt(compressor: Compressor, source: Path) -> None:
+    """Set the prompt's shared part (the centred norm's bias) to a prompt-tuning checkpoint's soft tokens.
+
+    A ComMer prompt under ``prompt_norm`` "center" is a user part (the centred, normalised
+    compression) plus a bias every user shares. Prompt tuning with no documents learns exactly
+    such a shared prompt, and faster; starting the bias there leaves the compressor to learn
+    only what differs between users. The source must be k soft tokens tuned with no raw
+    documents on the same backbone weights.
+    """
+    if compressor.prompt_bias is None:
+        raise TrainingError("--shared-prompt-from needs --prompt-norm center (the only norm with a shared bias)")
+    if not (source / METHOD_FILE).exists():
+        raise TrainingError(f"--shared-prompt-from {source}: not a prompt-tuning checkpoint (no {METHOD_FILE})")
+    meta = json.loads((source / METHOD_FILE).read_text())
+    k = compressor.num_embeddings
+    if meta.get("method") != "prompt_tuning" or meta.get("num_embeddings") != k or meta.get("budget") != 0:
+        raise TrainingError(
+            f"--shared-prompt-from {source}: needs prompt tuning with k={k} and --raw-budget 0, found "
+            f"{meta.get('method')} k={meta.get('num_embeddings')} budget={meta.get('budget')}")
+    if meta["base_model"]["weights_sha256"] != compressor.backbone.weights_sha256:
+        raise TrainingError(f"--shared-prompt-from {source}: trained on other weights of {meta['base_model']['name']!r}")
+    with torch.no_grad():
+        compressor.prompt_bias.copy_(load_file(source / PROMPT_FILE)["prompt_embeddings"])
 
 
 def _compressor_from(source: Path, backbone: Backbone, config: TrainConfig) -> Compressor:

@@ -229,6 +229,25 @@ def test_prompt_tuning_checkpoint_round_trip_and_init_from(tmp_path):
         build_method(_config(num_embeddings=6), init_from=first.checkpoint)
 
 
+def test_shared_prompt_from_a_prompt_tuning_checkpoint_starts_the_centred_bias(tmp_path):
+    pt = train(_config(method="prompt_tuning", steps=2, raw_doc_budget=0), _examples(4), [], tmp_path / "pt",
+               progress=False)
+    tuned = load_file(pt.checkpoint / "prompt_embeddings.safetensors")["prompt_embeddings"]
+    method = build_method(_config(prompt_norm="center"), shared_prompt_from=pt.checkpoint)
+    assert torch.equal(method.compressor.prompt_bias.detach(), tuned)
+    # a centred prompt is user part + bias: with no user part left (a row equal to the centre) it is the tuned prompt
+    rows = method.compressor.prompt_center.expand(1, -1, -1).clone()
+    assert torch.allclose(method.compressor.scale_prompt(rows)[0], tuned, atol=1e-5)
+    with pytest.raises(TrainingError, match="needs --prompt-norm center"):
+        build_method(_config(prompt_norm="rms"), shared_prompt_from=pt.checkpoint)
+    with pytest.raises(TrainingError, match="k=6"):
+        build_method(_config(prompt_norm="center", num_embeddings=6), shared_prompt_from=pt.checkpoint)
+    with_docs = train(_config(method="prompt_tuning", steps=1, raw_doc_budget=12), _examples(4), [], tmp_path / "pt12",
+                      progress=False)
+    with pytest.raises(TrainingError, match="--raw-budget 0"):
+        build_method(_config(prompt_norm="center"), shared_prompt_from=with_docs.checkpoint)
+
+
 def test_baselines_score_with_the_frozen_base(tiny_backbone):
     gen = generator_only(tiny_backbone)
     before, _ = gen.target_nll([None], ["hello"], ["world"])
