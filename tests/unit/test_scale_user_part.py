@@ -1,0 +1,52 @@
+"""scripts/scale_user_part.py: a centred checkpoint's user part scaled, its shared bias kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from commer_core.backbone import load_backbone
+from commer_core.checkpoint import load_checkpoint, read_config, save_checkpoint
+from commer_core.compressor import Compressor
+from tests.helpers import make_compressor
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scale_user_part.py"
+
+
+def _run(*args: object) -> subprocess.CompletedProcess:
+    root = SCRIPT.parents[1]  # importable whether or not the package is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=root, env=env)
+
+
+def test_user_part_is_scaled_and_shared_bias_kept(tmp_path):
+    plain = make_compressor(load_backbone("tiny-random"))
+    centred = Compressor(load_backbone("tiny-random"),
+                         dataclasses.replace(plain.config, prompt_norm="center"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        centred.prompt_bias.copy_(torch.randn(centred.prompt_bias.shape, generator=gen))
+        centred.prompt_center.copy_(torch.randn(centred.prompt_center.shape, generator=gen))
+    save_checkpoint(centred, tmp_path / "src", trained=True, training={"note": "kept"})
+    out = _run(tmp_path / "src", 1.5, tmp_path / "x1.5")
+    assert out.returncode == 0, out.stderr
+    before, after = load_checkpoint(tmp_path / "src"), load_checkpoint(tmp_path / "x1.5")
+    rows = torch.randn(3, centred.num_embeddings, centred.hidden_size, generator=gen)
+    with torch.no_grad():
+        user_before = before.scale_prompt(rows) - before.prompt_bias
+        user_after = after.scale_prompt(rows) - after.prompt_bias
+    assert torch.equal(after.prompt_bias, before.prompt_bias)
+    assert torch.allclose(user_after, 1.5 * user_before, atol=1e-5)
+    config = read_config(tmp_path / "x1.5")
+    assert config["trained"] and config["training"]["note"] == "kept"
+    assert config["training"]["user_part_scale"]["factor"] == 1.5
+    # a checkpoint without a shared bias has no user part to scale: refused, naming the file
+    save_checkpoint(plain, tmp_path / "plain", trained=False)
+    refused = _run(tmp_path / "plain", 2, tmp_path / "out")
+    assert refused.returncode != 0 and "only 'center' checkpoints" in refused.stderr
+    assert not (tmp_path / "out").exists()
