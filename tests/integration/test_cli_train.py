@@ -131,19 +131,20 @@ def default_checkpoint_check(tmp_path_factory):
 def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_check):
     """Own stored prompt beats no prompt and, by a real margin, another user's prompt.
 
-    Measured when bundled (run I: F at step 325 continued 125 steps with a cosine-decaying
-    rate): own 33.4, other 37.8, none 62.4 ppl; gap +0.122 [+0.087, +0.158], own better on 80%
-    of 64 examples (docs/RESULTS.md). The previous bundled checkpoints fail the floor: F at step
-    325 (gap +0.098, own better 73%) and at step 160 (+0.017).
+    Measured when bundled (run K2: run I with its shared bias started from prompt tuning, then
+    trained with a swap hinge of weight 3 and then 6): own 32.1, other 43.2, none 62.4 ppl; gap
+    +0.306 [+0.228, +0.387], own better on 83% of 64 examples (docs/RESULTS.md). The previous
+    bundled checkpoints fail the floor: run I (gap +0.122, own better 80%), F at step 325 (+0.098).
     """
     report = default_checkpoint_check
     assert report["none_gap"]["low"] > 0 and report["own_perplexity"] < report["none_perplexity"], report
-    assert report["gap"]["gap"] > 0.10 and report["gap"]["low"] > 0, report["gap"]
-    assert report["gap"]["own_better"] > 0.7, report["gap"]
+    assert report["gap"]["gap"] > 0.25 and report["gap"]["low"] > 0.15, report["gap"]
+    assert report["gap"]["own_better"] > 0.75, report["gap"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 open: the bundled checkpoint's gap is ~0.12 nats/token, the bar is 0.30")
+@pytest.mark.xfail(strict=True, reason="issue 17 open: the bundled checkpoint's gap is 0.31 nats/token but its own "
+                                        "prompt is better on 83% of examples, the bar is 85%")
 def test_default_checkpoint_meets_the_personalization_bar(default_checkpoint_check):
     gap = default_checkpoint_check["gap"]
     assert gap["gap"] >= 0.30 and gap["low"] > 0 and gap["own_better"] >= 0.85, gap
