@@ -134,7 +134,7 @@ def train(data: Path, output: Path, resume: bool, init_from: str | None, shared_
     try:
         # The remaining options are TrainConfig's fields, already typed by click.
         config = TrainConfig(**{_CONFIG_FIELDS.get(name, name): value for name, value in options.items()})
-        extra: dict[str, Any] = {"data": str(data), "shared_prompt_from": shared_prompt_from}
+        extra: dict[str, Any] = {"data": str(data)}
         if objective == "autoencode":
             from commer_core.pretraining import autoencode_splits
 

@@ -233,11 +233,11 @@ class Trainer:
     def result(self) -> TrainResult:
         return TrainResult(self.output_dir, self.step, self.total, self.step >= self.total, history=self.history)
 
-    def finish(self, *, init_from: str | Path | None, compare_baselines: bool,
+    def finish(self, *, init_from: str | Path | None, shared_prompt_from: str | Path | None, compare_baselines: bool,
                extra_metadata: dict[str, Any] | None) -> TrainResult:
         """The final dev check, the checkpoint (with the run's metadata) and ``train_summary.json``."""
         dev, final = self._final_dev(compare_baselines)
-        training = self._training_metadata(dev, final, init_from, extra_metadata)
+        training = self._training_metadata(dev, final, init_from, shared_prompt_from, extra_metadata)
         self.method.eval()
         result = self.result()
         result.checkpoint = self.output_dir / CHECKPOINT_DIR
@@ -263,6 +263,7 @@ class Trainer:
         return dev, final
 
     def _training_metadata(self, dev: dict[str, Any], final: dict[str, Any], init_from: str | Path | None,
+                           shared_prompt_from: str | Path | None,
                            extra_metadata: dict[str, Any] | None) -> dict[str, Any]:
         config = self.config
         return {
@@ -275,6 +276,7 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "elapsed_s": round(self.elapsed, 1),
             "init_from": str(init_from) if init_from else None,
+            "shared_prompt_from": str(shared_prompt_from) if shared_prompt_from else None,
             "optimizer": {"name": "AdamW", "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm,
                           "warmup_steps": config.warmup_steps, "lr_decay": config.lr_decay},
             "config": config.to_dict(),
@@ -329,4 +331,5 @@ def train(
     trainer.run(stop_after=stop_after, progress=progress)
     if trainer.step < trainer.total:
         return trainer.result()
-    return trainer.finish(init_from=init_from, compare_baselines=compare_baselines, extra_metadata=extra_metadata)
+    return trainer.finish(init_from=init_from, shared_prompt_from=shared_prompt_from,
+                          compare_baselines=compare_baselines, extra_metadata=extra_metadata)
