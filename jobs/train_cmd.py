@@ -102,6 +102,9 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--shared-prompt-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="ComMer with --prompt-norm center: start the prompt's shared part (the bias every user "
                    "gets) from a prompt-tuning checkpoint with the same -k and --raw-budget 0.")
+@click.option("--freeze-shared-prompt", is_flag=True,
+              help="ComMer with --prompt-norm center: keep the shared part fixed (e.g. at --shared-prompt-from's "
+                   "prompt) and train only what differs between users.")
 @click.option("--eval-every", default=0, show_default=True, help="Dev perplexity every N steps (0: at the end only).")
 @click.option("--max-dev-examples", default=64, show_default=True)
 @click.option("--save-every", default=50, show_default=True, help="Resume state every N steps (and at the end).")

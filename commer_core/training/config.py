@@ -59,6 +59,10 @@ class TrainConfig:
     # objective is met as well by one prompt for everyone; this term pays only for what is the user's own.
     swap_weight: float = 0.0
     swap_margin: float = 1.0
+    # ComMer with prompt_norm "center": keep the prompt's shared part (the bias every user gets) fixed,
+    # typically at a prompt-tuning prompt (--shared-prompt-from), so that training cannot trade the
+    # shared prompt's quality for the gap and only the user part moves.
+    freeze_shared_prompt: bool = False
     selection: str = "bm25"
     raw_doc_budget: int = 512  # prompt tuning / raw docs: token budget of the raw documents
     max_input_tokens: int = 256
@@ -102,6 +106,9 @@ class TrainConfig:
             raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.lr_decay not in LR_DECAYS:
             raise TrainingError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        if self.freeze_shared_prompt and (self.method != "commer" or self.prompt_norm != "center"):
+            raise TrainingError("freeze_shared_prompt needs ComMer with prompt_norm 'center' (the only prompt with a "
+                                f"shared part), got method {self.method!r} with prompt_norm {self.prompt_norm!r}")
 
     def _check_counts(self) -> None:
         if self.min_docs_per_example is not None and not 1 <= self.min_docs_per_example <= self.docs_per_example:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -246,6 +247,27 @@ def test_shared_prompt_from_a_prompt_tuning_checkpoint_starts_the_centred_bias(t
                       progress=False)
     with pytest.raises(TrainingError, match="--raw-budget 0"):
         build_method(_config(prompt_norm="center"), shared_prompt_from=with_docs.checkpoint)
+
+
+def test_freeze_shared_prompt_keeps_the_grafted_bias_and_trains_the_rest(tmp_path):
+    pt = train(_config(method="prompt_tuning", steps=2, raw_doc_budget=0), _examples(4), [], tmp_path / "pt",
+               progress=False)
+    tuned = load_file(pt.checkpoint / "prompt_embeddings.safetensors")["prompt_embeddings"]
+    config = _config(prompt_norm="center", freeze_shared_prompt=True, steps=3, lr_embeddings=0.1)
+    run = train(config, _examples(4), [], tmp_path / "frozen", shared_prompt_from=pt.checkpoint, progress=False)
+    trained = load_checkpoint(run.checkpoint)
+    assert torch.equal(trained.prompt_bias.detach(), tuned)  # the shared part did not move
+    start = build_method(config, shared_prompt_from=pt.checkpoint).compressor
+    assert not torch.equal(trained.compression_embeddings, start.compression_embeddings)  # the rest did
+    assert not torch.equal(trained.prompt_gain, start.prompt_gain)
+    assert read_config(run.checkpoint)["training"]["config"]["freeze_shared_prompt"] is True
+    unfrozen = train(dataclasses.replace(config, freeze_shared_prompt=False), _examples(4), [], tmp_path / "moving",
+                     shared_prompt_from=pt.checkpoint, progress=False)
+    assert not torch.equal(load_checkpoint(unfrozen.checkpoint).prompt_bias, tuned)
+    with pytest.raises(TrainingError, match="freeze_shared_prompt needs ComMer with prompt_norm 'center'"):
+        _config(prompt_norm="rms", freeze_shared_prompt=True)
+    with pytest.raises(TrainingError, match="freeze_shared_prompt"):
+        _config(method="prompt_tuning", freeze_shared_prompt=True)
 
 
 def test_baselines_score_with_the_frozen_base(tiny_backbone):
