@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from jobs.common_options import bf16_option
 from jobs.errors import cli_errors
 
 
@@ -60,7 +61,7 @@ def _split_label(value: str) -> tuple[str | None, str]:
               help="Comma-separated numbers of documents at which to generate [default: the largest of --docs-at-test].")
 @click.option("--max-new-tokens", default=32, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast.")
+@bf16_option
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", default=0, show_default=True,
               help="Seed of random document selection, untrained compressors and the user derangement of --swap.")

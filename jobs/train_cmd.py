@@ -11,6 +11,7 @@ import click
 from commer_core.config import (
     DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, PROMPT_NORMS, PROMPT_POSITIONS, LoraSettings,
 )
+from jobs.common_options import bf16_option
 from jobs.errors import cli_errors
 
 _LORA = LoraSettings()  # the LoRA defaults, written once (TrainConfig takes the same)
@@ -93,7 +94,7 @@ def _load_task_data(data: Path) -> tuple[list, list]:
               help="After the warmup: constant rates, or a cosine from the base rates to 0 at the last step.")
 @click.option("--weight-decay", default=0.0, show_default=True)
 @click.option("--max-grad-norm", default=1.0, show_default=True, help="Gradient clipping (0: off).")
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast (CPU or CUDA); weights stay fp32.")
+@bf16_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its saved state.")
 @click.option("--seed", default=0, show_default=True)

@@ -76,10 +76,12 @@ def bf16_vs_fp32(compressor: Any, docs: list[list[int]], batch_tokens: int, max_
     """
     import torch
 
+    from commer_core.backbone import native_bf16
+
     n = PEAK_MATMUL_N[device.type] if device.type == "cuda" else 512  # emulated bf16 on a CPU is slow
     peak16 = perf.matmul_peak_gflops(torch.bfloat16, n=n, repeats=2 if device.type == "cpu" else 5, device=device)
     peak32 = perf.matmul_peak_gflops(torch.float32, n=PEAK_MATMUL_N[device.type], device=device)
-    if not perf.bf16_supported():
+    if not native_bf16(device.type):
         return {"supported": False, "matmul_peak_gflops": peak16,
                 "note": "no AVX512-BF16/AMX on this CPU: bf16 is emulated "
                         f"({peak16:.1f} GFLOP/s vs {peak32:.1f} fp32), so the compressor stays in fp32"}

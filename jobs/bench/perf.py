@@ -115,17 +115,6 @@ def datasheet_peak_gflops(device: torch.device, dtype: torch.dtype) -> float | N
     return next((peak for key, peak in DATASHEET_BF16_GFLOPS.items() if key in name), None)
 
 
-def bf16_supported() -> bool:
-    """True where the CPU has native bf16 matmul (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
-    if torch.cuda.is_available():
-        return True
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
 def make_documents(mix: str, n: int, vocab_size: int, *, seed: int = 0, lo: int = 20, hi: int = 500) -> list[list[int]]:
     """Token-id documents whose lengths follow a mix: tweet (20-60), article (200-400), lognormal (lo-hi)."""
     rng = np.random.default_rng(seed)

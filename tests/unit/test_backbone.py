@@ -86,3 +86,39 @@ def test_the_job_tokenizes_for_a_random_architecture_with_smollm2s_tokenizer():
     expected = load_base_tokenizer("smollm2-135m")(text)["input_ids"]
     assert worker_tokenizer("random:gemma-2b")(text)["input_ids"] == expected
     assert load_backbone("random:smollm2-135m", device="meta").tokenizer(text)["input_ids"] == expected
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path):
+    from commer_core.backbone import native_bf16
+
+    assert native_bf16("cuda")
+    for flags, native in (("fpu sse avx2 fma", False), ("fpu avx512f avx512_bf16", True), ("amx_tile amx_bf16", True)):
+        cpuinfo = tmp_path / f"cpuinfo-{native}-{len(flags)}"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert native_bf16("cpu", cpuinfo) is native, flags
+    assert native_bf16("cpu", tmp_path / "missing") is False
+
+
+def test_bf16_autocast_warns_once_where_bf16_is_emulated(monkeypatch):
+    import warnings
+
+    import torch
+
+    from commer_core.training import scoring
+
+    scoring._warn_emulated_bf16.cache_clear()
+    monkeypatch.setattr(scoring, "native_bf16", lambda device_type: False)
+    with pytest.warns(RuntimeWarning, match="drop --bf16"):
+        with scoring.autocast(torch.device("cpu"), True):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with scoring.autocast(torch.device("cpu"), True):  # said once per process
+            pass
+        scoring._warn_emulated_bf16.cache_clear()
+        with scoring.autocast(torch.device("cpu"), False):  # not asked for: nothing to say
+            pass
+        monkeypatch.setattr(scoring, "native_bf16", lambda device_type: True)
+        with scoring.autocast(torch.device("cpu"), True):  # native: nothing to say
+            pass
+    scoring._warn_emulated_bf16.cache_clear()
