@@ -106,7 +106,16 @@ def check_report(lm: Any, examples: Sequence[Any], *, seed: int, batch_size: int
     return {"examples": len(examples), "users": len(users), "seed": seed,
             "own_perplexity": corpus_perplexity(own), "other_perplexity": corpus_perplexity(other),
             "none_perplexity": corpus_perplexity(none), "gap": gap.to_dict(),
-            "none_gap": personalization_gap(own, none, seed=seed).to_dict()}
+            "none_gap": personalization_gap(own, none, seed=seed).to_dict(),
+            "per_example": per_example_rows(examples, partner, own, other, none)}
+
+
+def per_example_rows(examples: Sequence[Any], partner: dict[str, str], own: Scores, other: Scores,
+                     none: Scores) -> list[dict[str, Any]]:
+    """One row per example (nats per target token under each prompt): which examples the own prompt loses on."""
+    return [{"example_id": e.example_id, "user_id": e.user_id, "other_user_id": partner[e.user_id],
+             "target_tokens": o[1], "own_nats": o[0] / o[1], "other_nats": x[0] / x[1], "none_nats": n[0] / n[1]}
+            for e, o, x, n in zip(examples, own, other, none, strict=True)]
 
 
 def failures(report: dict[str, Any], min_gap: float | None, min_own_better: float | None) -> list[str]:
@@ -184,7 +193,8 @@ def personalization_check(data: Path, split: str, task: str | None, checkpoint: 
 
     Scores each example's target with the user's own stored prompt, a deranged other
     user's stored prompt, and no prompt; prints the gap (other minus own, nats per token)
-    with a paired bootstrap 95% interval and writes OUTPUT/personalization.json.
+    with a paired bootstrap 95% interval and writes OUTPUT/personalization.json (with one
+    row per example under ``per_example``).
     """
     if docs_per_user < 0 or max_examples < 1 or batch_size < 1:
         raise click.ClickException("--docs-per-user must be >= 0, --max-examples and --batch-size >= 1")

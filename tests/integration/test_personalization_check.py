@@ -45,6 +45,12 @@ def test_the_check_runs_end_to_end_and_writes_the_report(checked):
         assert report[key] > 1.0
     assert report["own_perplexity"] != report["other_perplexity"]
     assert "own better on" in result.output and (root / "out" / "store").is_dir()
+    rows = report["per_example"]
+    assert [r["example_id"] for r in rows] == [e.example_id for e in _examples() if e.target is not None]
+    assert all(r["other_user_id"] != r["user_id"] for r in rows)
+    # the summary is made of the rows: the share where own wins and the mean per-token gap
+    assert sum(r["own_nats"] < r["other_nats"] for r in rows) / len(rows) == report["gap"]["own_better"]
+    assert sum(r["other_nats"] - r["own_nats"] for r in rows) / len(rows) == pytest.approx(report["gap"]["gap"])
 
 
 def test_the_product_path_agrees_with_the_evaluation_path_and_a_self_swap_is_zero(checked, tiny_checkpoint):
