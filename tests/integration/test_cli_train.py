@@ -135,6 +135,7 @@ def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_che
     trained with a swap hinge of weight 3 and then 6): own 32.1, other 43.2, none 62.4 ppl; gap
     +0.306 [+0.228, +0.387], own better on 83% of 64 examples (docs/RESULTS.md). The previous
     bundled checkpoints fail the floor: run I (gap +0.122, own better 80%), F at step 325 (+0.098).
+    The floor holds for this seed's users only: on seeds 6 and 7 K2 gives +0.203 (77%) and +0.176 (73%).
     """
     report = default_checkpoint_check
     assert report["none_gap"]["low"] > 0 and report["own_perplexity"] < report["none_perplexity"], report
@@ -143,8 +144,9 @@ def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_che
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 open: the bundled checkpoint's gap is 0.31 nats/token but its own "
-                                        "prompt is better on 83% of examples, the bar is 85%")
+@pytest.mark.xfail(strict=True, reason="issue 17 open: on these users the bundled checkpoint's gap is 0.31 nats/token "
+                                        "but its own prompt is better on 83% of examples, the bar is 85% (and on "
+                                        "seeds 6 and 7 the gap is 0.20 and 0.18)")
 def test_default_checkpoint_meets_the_personalization_bar(default_checkpoint_check):
     gap = default_checkpoint_check["gap"]
     assert gap["gap"] >= 0.30 and gap["low"] > 0 and gap["own_better"] >= 0.85, gap
