@@ -115,7 +115,7 @@ def build_method(config: TrainConfig, *, init_from: str | Path | None = None,
 
     ``shared_prompt_from`` (ComMer with ``prompt_norm`` "center" only) starts the prompt's shared
     part, the centred norm's bias, from a prompt-tuning checkpoint's soft tokens (see
-    :func:`graft_shared_prompt`).
+    :func:`graft_shared_prompt`); ``config.freeze_shared_prompt`` keeps that part fixed.
     """
     seed_everything(config.seed)
     backbone = load_backbone(config.base_model, device=config.device)
@@ -126,6 +126,8 @@ def build_method(config: TrainConfig, *, init_from: str | Path | None = None,
             compressor = _compressor_from(resolve_checkpoint_dir(init_from), backbone, config)
         if shared_prompt_from is not None:
             graft_shared_prompt(compressor, resolve_checkpoint_dir(shared_prompt_from))
+        if config.freeze_shared_prompt and compressor.prompt_bias is not None:  # no gradient: not moved, not clipped
+            compressor.prompt_bias.requires_grad_(False)
         return CommerMethod(compressor, merge=config.merge)
     if shared_prompt_from is not None:
         raise TrainingError("--shared-prompt-from starts a ComMer prompt's shared part; this run is prompt tuning")

@@ -89,11 +89,8 @@ class CommerMethod(Method):
 
     def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
         groups = self.compressor.trainable_parameters()
-        frozen = self.compressor.prompt_bias if config.freeze_shared_prompt else None
-        if frozen is not None:
-            frozen.requires_grad_(False)  # no gradient: it neither moves nor counts in the clipped norm
-        return [
-            {"params": [p for p in groups["embeddings"] if p is not frozen], "lr": config.lr_embeddings,
+        return [  # a frozen tensor (requires_grad off, e.g. --freeze-shared-prompt's bias) is not optimised
+            {"params": [p for p in groups["embeddings"] if p.requires_grad], "lr": config.lr_embeddings,
              "name": "embeddings"},
             {"params": groups["lora"], "lr": config.lr_lora, "name": "lora"},
         ]
