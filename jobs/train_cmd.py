@@ -67,6 +67,9 @@ def _load_task_data(data: Path) -> tuple[list, list]:
               help="Weight of the swap hinge: pays when another user's prompt scores this user's target "
                    "within --swap-margin nats/token of the user's own (0: off).")
 @click.option("--swap-margin", default=1.0, show_default=True, help="Margin of the swap hinge, nats per token.")
+@click.option("--swap-partners", default=1, show_default=True,
+              help="Other batch users each example's target is scored against in the swap hinge "
+                   "(one generator pass each; up to --batch-size - 1 distinct).")
 @click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,

@@ -59,6 +59,7 @@ class TrainConfig:
     # objective is met as well by one prompt for everyone; this term pays only for what is the user's own.
     swap_weight: float = 0.0
     swap_margin: float = 1.0
+    swap_partners: int = 1  # other batch users each example is scored against (at most batch_size - 1 distinct)
     # ComMer with prompt_norm "center": keep the prompt's shared part (the bias every user gets) fixed,
     # typically at a prompt-tuning prompt (--shared-prompt-from), so that training cannot trade the
     # shared prompt's quality for the gap and only the user part moves.
@@ -120,7 +121,8 @@ class TrainConfig:
             raise TrainingError(f"steps must be >= 1, got {self.steps}")
         if self.epochs is not None and self.epochs <= 0:
             raise TrainingError(f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch_size", "grad_accum", "num_embeddings", "max_input_tokens", "max_target_tokens"):
+        for name in ("batch_size", "grad_accum", "num_embeddings", "max_input_tokens", "max_target_tokens",
+                     "swap_partners"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every", "swap_weight",

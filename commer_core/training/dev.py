@@ -83,29 +83,32 @@ def baseline_perplexities(config: TrainConfig, method: Method, dev_set: Sequence
     return out
 
 
-def swap_partners(batch: Sequence[PreparedExample]) -> list[int] | None:
-    """For each example, the next example of the batch (cyclically) that belongs to another user; None if one user."""
+def swap_partners(batch: Sequence[PreparedExample], rounds: int = 1) -> list[list[int]] | None:
+    """Per round r, for each example the (r+1)-th next example of the batch (cyclically) of another user.
+
+    Rounds beyond the number of other-user examples wrap around; None if the batch holds one user.
+    """
     n = len(batch)
-    partners = []
-    for i, e in enumerate(batch):
-        j = next((j % n for j in range(i + 1, i + n) if batch[j % n].user_id != e.user_id), None)
-        if j is None:
-            return None
-        partners.append(j)
-    return partners
+    others = [[j % n for j in range(i + 1, i + n) if batch[j % n].user_id != e.user_id] for i, e in enumerate(batch)]
+    if any(not o for o in others):
+        return None
+    return [[o[r % len(o)] for o in others] for r in range(rounds)]
 
 
 def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix], nll: torch.Tensor,
-               counts: torch.Tensor, margin: float) -> torch.Tensor:
-    """mean(relu(margin - (other - own))) in nats per token, "other" being another batch user's prompt.
+               counts: torch.Tensor, margin: float, partners: int = 1) -> torch.Tensor:
+    """mean(relu(margin - (other - own))) in nats per token over ``partners`` other batch users' prompts.
 
-    Reuses the batch's prompts (no extra compression): one more generator pass.
+    Reuses the batch's prompts (no extra compression): one more generator pass per partner. More
+    partners give the model more (and harder) users to tell apart than the single one of the swap test.
     """
-    partners = swap_partners(batch)
-    if partners is None:
+    rounds = swap_partners(batch, partners)
+    if rounds is None:
         return nll.new_zeros(())
-    other, _ = method.generator.target_nll([prefixes[j] for j in partners], [e.input for e in batch],
-                                           [e.target for e in batch])
     per_token = counts.clamp_min(1).float()
-    gap = (other.float() - nll.float()) / per_token
-    return torch.relu(margin - gap).mean()
+    hinges = []
+    for round_partners in rounds:
+        other, _ = method.generator.target_nll([prefixes[j] for j in round_partners], [e.input for e in batch],
+                                               [e.target for e in batch])
+        hinges.append(torch.relu(margin - (other.float() - nll.float()) / per_token))
+    return torch.stack(hinges).mean()

@@ -297,14 +297,19 @@ def test_swap_partners_pick_another_user_and_the_hinge_trains(tmp_path):
     from commer_core.training import swap_partners
 
     batch = [PreparedExample(f"e{i}", u, "x", "y", ()) for i, u in enumerate(["a", "a", "b", "c"])]
-    partners = swap_partners(batch)
+    [partners] = swap_partners(batch)
     assert [batch[j].user_id != e.user_id for e, j in zip(batch, partners)] == [True] * 4
     assert swap_partners(batch[:2]) is None
-    result = train(_config(steps=2, swap_weight=1.0, min_docs_per_example=1), _examples(6), _examples(3, "d"),
-                   tmp_path / "run", progress=False)
+    rounds = swap_partners(batch, 3)
+    assert rounds[0] == partners and all(batch[j].user_id != e.user_id for r in rounds for e, j in zip(batch, r))
+    assert [sorted({r[i] for r in rounds}) for i in range(4)] == [[2, 3], [2, 3], [0, 1, 3], [0, 1, 2]]
+    result = train(_config(steps=2, swap_weight=1.0, swap_partners=2, min_docs_per_example=1), _examples(6),
+                   _examples(3, "d"), tmp_path / "run", progress=False)
     assert result.completed and result.history[-1]["loss"] > 0
     with pytest.raises(TrainingError, match="swap_weight"):
         _config(swap_weight=-1.0)
+    with pytest.raises(TrainingError, match="swap_partners"):
+        _config(swap_partners=0)
 
 
 def test_best_dev_check_prefers_a_clearly_larger_gap_and_breaks_near_ties_by_perplexity():
@@ -320,3 +325,25 @@ def test_best_dev_check_prefers_a_clearly_larger_gap_and_breaks_near_ties_by_per
     worse_ppl = [*history[:1], {"step": 200, "dev_perplexity": 70.0, "dev_gap": 0.2}]  # gap bought with perplexity
     assert best_record(worse_ppl)["step"] == 75
     assert best_record([*history[:1], {"step": 200, "dev_perplexity": 55.0, "dev_gap": 0.2}])["step"] == 200
+
+
+def test_swap_hinge_averages_the_hinge_over_every_partner_round():
+    from types import SimpleNamespace
+
+    from commer_core.training import swap_hinge
+
+    # A stand-in generator whose NLL of example i under prompt p is the number p + i (2 target tokens each).
+    batch = [PreparedExample(f"e{i}", u, f"{i}", "y", ()) for i, u in enumerate(["a", "b", "c"])]
+    prompts = [torch.tensor(10.0), torch.tensor(11.0), torch.tensor(13.0)]
+
+    def target_nll(prefixes, inputs, targets):
+        return torch.stack([p + int(x) for p, x in zip(prefixes, inputs)]), torch.full((len(inputs),), 2)
+
+    method = SimpleNamespace(generator=SimpleNamespace(target_nll=target_nll))
+    nll, counts = target_nll(prompts, ["0", "1", "2"], None)
+    one = swap_hinge(method, batch, prompts, nll, counts, margin=1.5)
+    # round 1 partners (1, 2, 0): per-token gaps 0.5, 1.0, -1.5 -> hinges 1.0, 0.5, 3.0
+    assert float(one) == pytest.approx((1.0 + 0.5 + 3.0) / 3)
+    two = swap_hinge(method, batch, prompts, nll, counts, margin=1.5, partners=2)
+    # round 2 partners (2, 0, 1): gaps 1.5, -0.5, -1.0 -> hinges 0, 2.0, 2.5
+    assert float(two) == pytest.approx((1.0 + 0.5 + 3.0 + 0.0 + 2.0 + 2.5) / 6)
