@@ -14,6 +14,9 @@ PROMPT_NORMS = ("none", "rms", "center", "vocab")
 PROMPT_POSITIONS = ("turn", "start")
 #: Training learning-rate schedules after the warmup: constant, or a cosine from the base rate to 0 at the last step.
 LR_DECAYS = ("none", "cosine")
+#: How the swap hinge picks each example's partners among the batch's other users: the next ones in
+#: batch order, or those whose prompts are closest to the example's own (the hardest to tell apart).
+SWAP_PARTNER_CHOICES = ("cyclic", "nearest")
 # What new training and the untrained baselines use; a checkpoint without the field was trained with "start".
 DEFAULT_PROMPT_POSITION = "turn"
 

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from commer_core.config import (
-    DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, PROMPT_NORMS, PROMPT_POSITIONS, LoraSettings,
+    DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, PROMPT_NORMS, PROMPT_POSITIONS, SWAP_PARTNER_CHOICES,
+    LoraSettings,
 )
 from jobs.common_options import bf16_option
 from jobs.errors import cli_errors
@@ -70,6 +71,11 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--swap-partners", default=1, show_default=True,
               help="Other batch users each example's target is scored against in the swap hinge "
                    "(one generator pass each; up to --batch-size - 1 distinct).")
+@click.option("--swap-partner-choice", type=click.Choice(list(SWAP_PARTNER_CHOICES)), default="cyclic",
+              show_default=True,
+              help="Which other batch users the swap hinge scores against: the next ones in batch order "
+                   "('cyclic') or those whose prompts are closest to the example's own ('nearest': the "
+                   "users hardest to tell apart; use a --batch-size above --swap-partners + 1).")
 @click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from commer_core.config import DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, CompressorConfig, LoraSettings
+from commer_core.config import (
+    DEFAULT_BASE_MODEL, DEFAULT_PROMPT_POSITION, LR_DECAYS, SWAP_PARTNER_CHOICES, CompressorConfig, LoraSettings,
+)
 from commer_core.errors import CommerError
 from commer_core.merge import MERGES
 
@@ -60,6 +62,7 @@ class TrainConfig:
     swap_weight: float = 0.0
     swap_margin: float = 1.0
     swap_partners: int = 1  # other batch users each example is scored against (at most batch_size - 1 distinct)
+    swap_partner_choice: str = "cyclic"  # SWAP_PARTNER_CHOICES
     # ComMer with prompt_norm "center": keep the prompt's shared part (the bias every user gets) fixed,
     # typically at a prompt-tuning prompt (--shared-prompt-from), so that training cannot trade the
     # shared prompt's quality for the gap and only the user part moves.
@@ -107,6 +110,9 @@ class TrainConfig:
             raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.lr_decay not in LR_DECAYS:
             raise TrainingError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        if self.swap_partner_choice not in SWAP_PARTNER_CHOICES:
+            raise TrainingError(f"swap_partner_choice must be one of {SWAP_PARTNER_CHOICES}, "
+                                f"got {self.swap_partner_choice!r}")
         if self.freeze_shared_prompt and (self.method != "commer" or self.prompt_norm != "center"):
             raise TrainingError("freeze_shared_prompt needs ComMer with prompt_norm 'center' (the only prompt with a "
                                 f"shared part), got method {self.method!r} with prompt_norm {self.prompt_norm!r}")

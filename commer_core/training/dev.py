@@ -83,26 +83,44 @@ def baseline_perplexities(config: TrainConfig, method: Method, dev_set: Sequence
     return out
 
 
-def swap_partners(batch: Sequence[PreparedExample], rounds: int = 1) -> list[list[int]] | None:
-    """Per round r, for each example the (r+1)-th next example of the batch (cyclically) of another user.
+def swap_partners(batch: Sequence[PreparedExample], rounds: int = 1,
+                  prefixes: Sequence[Prefix] | None = None) -> list[list[int]] | None:
+    """Per round r, each example's partner: an example of another user of the batch.
 
+    Without ``prefixes``, the (r+1)-th next one in batch order (cyclically); with them, the one whose
+    prompt is the (r+1)-th closest to the example's own (cosine of the prompts minus the batch's mean
+    prompt, so the part every user shares does not decide): the users the model confuses most.
     Rounds beyond the number of other-user examples wrap around; None if the batch holds one user.
     """
     n = len(batch)
     others = [[j % n for j in range(i + 1, i + n) if batch[j % n].user_id != e.user_id] for i, e in enumerate(batch)]
     if any(not o for o in others):
         return None
+    if prefixes is not None:
+        similarity = _prompt_similarity(prefixes)
+        others = [sorted(o, key=lambda j, i=i: -similarity[i][j]) for i, o in enumerate(others)]
     return [[o[r % len(o)] for o in others] for r in range(rounds)]
 
 
+def _prompt_similarity(prefixes: Sequence[Prefix]) -> list[list[float]]:
+    """Cosine similarity between the batch's prompts after removing their mean (no gradient)."""
+    if any(p is None for p in prefixes):
+        raise ValueError("nearest swap partners need every example's prompt; a method gave none")
+    with torch.no_grad():
+        flat = torch.stack([p.detach().float().flatten() for p in prefixes])
+        flat = torch.nn.functional.normalize(flat - flat.mean(dim=0), dim=1)
+        return (flat @ flat.T).tolist()
+
+
 def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix], nll: torch.Tensor,
-               counts: torch.Tensor, margin: float, partners: int = 1) -> torch.Tensor:
+               counts: torch.Tensor, margin: float, partners: int = 1, nearest: bool = False) -> torch.Tensor:
     """mean(relu(margin - (other - own))) in nats per token over ``partners`` other batch users' prompts.
 
     Reuses the batch's prompts (no extra compression): one more generator pass per partner. More
-    partners give the model more (and harder) users to tell apart than the single one of the swap test.
+    partners give the model more (and harder) users to tell apart than the single one of the swap test;
+    ``nearest`` picks the partners whose prompts are closest to the example's (see :func:`swap_partners`).
     """
-    rounds = swap_partners(batch, partners)
+    rounds = swap_partners(batch, partners, prefixes if nearest else None)
     if rounds is None:
         return nll.new_zeros(())
     per_token = counts.clamp_min(1).float()

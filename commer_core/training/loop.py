@@ -206,7 +206,8 @@ class Trainer:
             loss = nll.float().sum() / max(n_tok, 1)
             if config.swap_weight > 0:
                 loss = loss + config.swap_weight * swap_hinge(method, batch, prefixes, nll, counts,
-                                                             config.swap_margin, config.swap_partners)
+                                                             config.swap_margin, config.swap_partners,
+                                                             nearest=config.swap_partner_choice == "nearest")
         (loss / config.grad_accum).backward()
         return float(nll.detach().float().sum()), n_tok, _step_token_count(method, batch, prefixes)
 

@@ -347,3 +347,25 @@ def test_swap_hinge_averages_the_hinge_over_every_partner_round():
     two = swap_hinge(method, batch, prompts, nll, counts, margin=1.5, partners=2)
     # round 2 partners (2, 0, 1): gaps 1.5, -0.5, -1.0 -> hinges 0, 2.0, 2.5
     assert float(two) == pytest.approx((1.0 + 0.5 + 3.0 + 0.0 + 2.0 + 2.5) / 6)
+
+
+def test_nearest_swap_partners_are_the_other_users_with_the_closest_prompts(tmp_path):
+    from commer_core.training import swap_partners
+
+    batch = [PreparedExample(f"e{i}", u, "x", "y", ()) for i, u in enumerate(["a", "b", "c", "d", "a"])]
+    # Every prompt shares a large common part; the user parts put a beside d (and e4, a again), b beside c.
+    common = torch.full((2, 3), 50.0)
+    parts = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.3], [0.9, 0.0, 0.2], [1.0, 0.1, 0.0]]
+    prefixes = [common + torch.tensor(p) for p in parts]
+    first, second = swap_partners(batch, 2, prefixes)
+    assert first == [3, 2, 1, 0, 3]  # never the same user (e0 and e4 are both "a")
+    assert all(batch[j].user_id != e.user_id for r in (first, second) for e, j in zip(batch, r))
+    assert second[0] != 3 and second[1] != 2
+    assert swap_partners(batch, 2) == [[1, 2, 3, 4, 1], [2, 3, 4, 0, 2]]  # cyclic without prompts
+    with pytest.raises(ValueError, match="prompt"):
+        swap_partners(batch, 1, [None] * 5)
+    result = train(_config(steps=2, swap_weight=1.0, swap_partners=1, swap_partner_choice="nearest",
+                           min_docs_per_example=1), _examples(6), _examples(3, "d"), tmp_path / "run", progress=False)
+    assert result.completed and result.history[-1]["loss"] > 0
+    with pytest.raises(TrainingError, match="swap_partner_choice"):
+        _config(swap_partner_choice="farthest")
