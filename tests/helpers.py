@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,3 +78,11 @@ def write_corrupt_parquet(path) -> None:
     data[start + 8 : start + column.total_compressed_size - 2] = b"Z" * (column.total_compressed_size - 10)
     with open(path, "wb") as fh:
         fh.write(bytes(data))
+
+
+def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
+    """Run ``scripts/<name>`` in a subprocess from the repository root (importable whether or not installed)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(root / "scripts" / name), *map(str, args)], capture_output=True,
+                          text=True, cwd=root, env=env)

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import torch
 
 from commer_core.backbone import load_backbone
 from commer_core.checkpoint import load_checkpoint, read_config, save_checkpoint
 from commer_core.compressor import Compressor
-from tests.helpers import make_compressor
+from tests.helpers import make_compressor, run_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scale_user_part.py"
-
-
-def _run(*args: object) -> subprocess.CompletedProcess:
-    root = SCRIPT.parents[1]  # importable whether or not the package is installed
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=root, env=env)
+_run = partial(run_script, "scale_user_part.py")
 
 
 def test_user_part_is_scaled_and_shared_bias_kept(tmp_path):
