@@ -1,6 +1,9 @@
-"""The Markdown tables of docs/RESULTS.md (personalization gap first) and, with --plots, the figures, from an `evaluate` output.
+"""The Markdown tables of docs/RESULTS.md (personalization gap first) and, with --plots, the figures, from `evaluate` outputs.
 
     python scripts/results_table.py runs/perltqa/eval-dev --plots docs/results/perltqa-dev
+
+Several outputs (evaluate runs split across cores) are joined into one table and one set of
+figures; they must have scored the same examples at each number of documents (examples_digest).
 """
 
 import argparse
@@ -19,14 +22,29 @@ from commer_core.evaluation import (  # noqa: E402
 )
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("results", type=Path, help="an `evaluate --output` folder")
+parser.add_argument("results", type=Path, nargs="+", help="`evaluate --output` folders")
 parser.add_argument("--plots", default=None,
                     help="redraw the figures as PREFIX-personalization-gap.png, PREFIX-cost-vs-quality.png, "
                          "PREFIX-ppl-vs-docs.png")
 parser.add_argument("--title", default="", help="figure title prefix")
 args = parser.parse_args()
-rows = json.loads((args.results / "results.json").read_text())["summary"]
-print(f"{rows[0]['n_examples']} examples per cell; from {args.results}/results.json\n")
+
+
+def load_rows(folders: list[Path]) -> list[dict]:
+    """Every folder's summary rows; exits naming the folders if they scored different examples."""
+    rows, digests = [], {}
+    for folder in folders:
+        for row in json.loads((folder / "results.json").read_text())["summary"]:
+            first = digests.setdefault(row["n_docs"], (row["examples_digest"], folder))
+            if first[0] != row["examples_digest"]:
+                sys.exit(f"{folder}/results.json and {first[1]}/results.json scored different examples at "
+                         f"{row['n_docs']} documents (examples_digest {row['examples_digest'][:8]} vs {first[0][:8]})")
+            rows.append(row)
+    return rows
+
+
+rows = load_rows(args.results)
+print(f"{rows[0]['n_examples']} examples per cell; from " + ", ".join(f"{f}/results.json" for f in args.results) + "\n")
 if gap_rows(rows):
     print("Personalization gap (other-user minus own, nats per token; paired bootstrap 95% interval):\n")
     print(format_personalization(rows) + "\n")
