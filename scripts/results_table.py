@@ -4,6 +4,11 @@
 
 Several outputs (evaluate runs split across cores) are joined into one table and one set of
 figures; they must have scored the same examples at each number of documents (examples_digest).
+
+    python scripts/results_table.py runs/eval-dev runs/eval-test --paired pt-k4-raw12 commer-k16
+
+compares two methods example by example instead, pooled over every output given (e.g. a dev and a
+test split): the second's minus the first's nats per token with a paired bootstrap 95% interval.
 """
 
 import argparse
@@ -14,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from commer_core.evaluation import (  # noqa: E402
     format_personalization,
+    paired_difference,
     format_pivot,
     gap_rows,
     plot_cost_quality,
@@ -27,7 +33,27 @@ parser.add_argument("--plots", default=None,
                     help="redraw the figures as PREFIX-personalization-gap.png, PREFIX-cost-vs-quality.png, "
                          "PREFIX-ppl-vs-docs.png")
 parser.add_argument("--title", default="", help="figure title prefix")
+parser.add_argument("--paired", nargs=2, metavar=("FIRST", "SECOND"), default=None,
+                    help="only compare two labels example by example (SECOND minus FIRST), pooled over the outputs")
 args = parser.parse_args()
+
+
+def print_paired(folders: list[Path], first: str, second: str) -> None:
+    """SECOND minus FIRST in nats per token per number of documents; exits naming the labels if none pair up."""
+    records = [r for f in folders for r in json.loads((f / "results.json").read_text())["records"]]
+    try:
+        diffs = paired_difference(records, first, second)
+    except ValueError as err:
+        sys.exit(f"{err}; labels in these outputs: {sorted({r['label'] for r in records})}")
+    print(f"{second} minus {first}, nats per token (> 0: {first} better), paired bootstrap 95% interval:\n")
+    print(f"| docs | examples | difference | 95% interval | {first} better |\n|---|---|---|---|---|")
+    for n_docs, d in diffs.items():
+        print(f"| {n_docs} | {d.examples} | {d.gap:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.own_better:.0%} |")
+
+
+if args.paired:
+    print_paired(args.results, *args.paired)
+    sys.exit(0)
 
 
 def load_rows(folders: list[Path]) -> list[dict]:

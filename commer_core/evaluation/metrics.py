@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from commer_core.personalization import personalization_gap
+from commer_core.personalization import Gap, personalization_gap
 from commer_core.training.examples import PreparedExample, examples_digest
 from commer_core.training.methods import Method
 from commer_core.training.scoring import autocast, batches, corpus_perplexity, perplexity, score_examples
@@ -170,6 +170,29 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             **gap_columns(recs),
         })
     return rows
+
+
+def paired_difference(records: Sequence[dict[str, Any]], first: str, second: str, *,
+                      seed: int = 0) -> dict[int, Gap]:
+    """Per number of documents: ``second`` minus ``first`` in nats per token on the examples both scored.
+
+    Examples pair up by (examples digest, example id), so records of several evaluate runs on
+    different splits pool into one comparison; ``own_better`` of the result is the share of
+    examples where ``first`` is better. Raises ``ValueError`` when the two share no example.
+    """
+    def by_example(label: str) -> dict[tuple[int, str, str], tuple[float, int]]:
+        return {(r["n_docs"], r["examples_digest"], r["example_id"]): (r["nll"], r["n_tokens"])
+                for r in records if r["label"] == label}
+
+    a, b = by_example(first), by_example(second)
+    out: dict[int, Gap] = {}
+    for n_docs in sorted({key[0] for key in a.keys() & b.keys()}):
+        keys = sorted(key for key in a.keys() & b.keys() if key[0] == n_docs)
+        out[n_docs] = personalization_gap([a[key] for key in keys], [b[key] for key in keys], seed=seed)
+    if not out:
+        raise ValueError(f"{first!r} and {second!r} scored no example in common "
+                         f"({len(a)} and {len(b)} records)")
+    return out
 
 
 def fit_power_law(ns: Sequence[float], values: Sequence[float]) -> dict[str, float]:

@@ -25,3 +25,24 @@ def test_outputs_are_joined_and_different_examples_refused(tmp_path):
     refused = run_script("results_table.py", tmp_path / "a", tmp_path / "c")
     assert refused.returncode != 0
     assert "scored different examples at 8 documents" in refused.stderr and str(tmp_path / "c") in refused.stderr
+
+
+def _records(folder, digest: str, nll: dict[str, list[float]]) -> None:
+    """An evaluate output with per-example records only (what --paired reads): 10 target tokens each."""
+    folder.mkdir()
+    records = [{"label": label, "n_docs": 8, "examples_digest": digest, "example_id": f"e{i}", "nll": v,
+                "n_tokens": 10} for label, values in nll.items() for i, v in enumerate(values)]
+    (folder / "results.json").write_text(json.dumps({"summary": [], "records": records}))
+
+
+def test_paired_pools_outputs_of_different_examples(tmp_path):
+    # split "dev": b worse than a by 1 nat on 3 examples; split "test": same ids, b better by 0.5 on one
+    _records(tmp_path / "dev", "d" * 8, {"a": [10.0, 20.0, 30.0], "b": [20.0, 30.0, 40.0]})
+    _records(tmp_path / "test", "t" * 8, {"a": [10.0, 10.0], "b": [5.0, 20.0], "c": [1.0, 1.0]})
+    out = run_script("results_table.py", tmp_path / "dev", tmp_path / "test", "--paired", "a", "b")
+    assert out.returncode == 0, out.stderr
+    # 5 pairs, differences 1, 1, 1, -0.5, 1 nats/token: mean 0.7, a better on 4 of 5
+    assert "| 8 | 5 | +0.700 |" in out.stdout and "| 80% |" in out.stdout
+    missing = run_script("results_table.py", tmp_path / "dev", "--paired", "a", "c")
+    assert missing.returncode != 0
+    assert "scored no example in common" in missing.stderr and "['a', 'b']" in missing.stderr
