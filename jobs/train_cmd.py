@@ -76,6 +76,10 @@ def _load_task_data(data: Path) -> tuple[list, list]:
               help="Which other batch users the swap hinge scores against: the next ones in batch order "
                    "('cyclic') or those whose prompts are closest to the example's own ('nearest': the "
                    "users hardest to tell apart; use a --batch-size above --swap-partners + 1).")
+@click.option("--doc-prediction-weight", default=0.0, show_default=True,
+              help="ComMer: each training example leaves one of its documents out of the prompt and also "
+                   "predicts it from the others' merged prompt, at this weight (0: off); pays for what "
+                   "recurs in a user's documents.")
 @click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,

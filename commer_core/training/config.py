@@ -63,6 +63,11 @@ class TrainConfig:
     swap_margin: float = 1.0
     swap_partners: int = 1  # other batch users each example is scored against (at most batch_size - 1 distinct)
     swap_partner_choice: str = "cyclic"  # SWAP_PARTNER_CHOICES
+    # Held-out document prediction (0: off): each ComMer training example leaves one of its documents
+    # out of the prompt and also predicts it from the merged prompt of the others, weight * nats per
+    # token. A user's unseen document is predictable from the prompt only through what recurs in the
+    # user's documents (a sign-off, a pet's name): the literal text that tells similar users apart.
+    doc_prediction_weight: float = 0.0
     # ComMer with prompt_norm "center": keep the prompt's shared part (the bias every user gets) fixed,
     # typically at a prompt-tuning prompt (--shared-prompt-from), so that training cannot trade the
     # shared prompt's quality for the gap and only the user part moves.
@@ -113,6 +118,9 @@ class TrainConfig:
         if self.swap_partner_choice not in SWAP_PARTNER_CHOICES:
             raise TrainingError(f"swap_partner_choice must be one of {SWAP_PARTNER_CHOICES}, "
                                 f"got {self.swap_partner_choice!r}")
+        if self.doc_prediction_weight > 0 and self.method != "commer":
+            raise TrainingError(f"doc_prediction_weight needs ComMer (a prompt merged from documents), "
+                                f"got method {self.method!r}")
         if self.freeze_shared_prompt and (self.method != "commer" or self.prompt_norm != "center"):
             raise TrainingError("freeze_shared_prompt needs ComMer with prompt_norm 'center' (the only prompt with a "
                                 f"shared part), got method {self.method!r} with prompt_norm {self.prompt_norm!r}")
@@ -132,7 +140,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every", "swap_weight",
-                     "swap_margin"):
+                     "swap_margin", "doc_prediction_weight"):
             if getattr(self, name) < 0:
                 raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -26,7 +26,7 @@ class PreparedExample:
     documents: tuple[str, ...]
 
 
-def _truncate_all(tokenizer: Any, texts: Sequence[str], limit: int) -> list[str]:
+def truncate_texts(tokenizer: Any, texts: Sequence[str], limit: int) -> list[str]:
     """Cut each text to its first ``limit`` tokens (decoded back to text)."""
     if not texts:
         return []
@@ -52,8 +52,8 @@ def prepare_examples(
     if selection not in SELECTIONS:
         raise TrainingError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     labelled = [e for e in examples if e.target is not None]
-    inputs = _truncate_all(tokenizer, [e.input for e in labelled], max_input_tokens)
-    targets = _truncate_all(tokenizer, [e.target or "" for e in labelled], max_target_tokens)
+    inputs = truncate_texts(tokenizer, [e.input for e in labelled], max_input_tokens)
+    targets = truncate_texts(tokenizer, [e.target or "" for e in labelled], max_target_tokens)
     prepared = []
     for e, inp, tgt in zip(labelled, inputs, targets):
         if selection == "first":

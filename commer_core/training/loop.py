@@ -31,6 +31,7 @@ from commer_core.training.config import (
 from commer_core.training.dev import (
     baseline_perplexities, best_record, dev_check, dev_summary, is_better, swap_hinge,
 )
+from commer_core.training.doc_prediction import doc_prediction_loss, hold_out_documents
 from commer_core.training.examples import PreparedExample, examples_digest, prepare_examples, sample_documents
 from commer_core.training.method_checkpoints import build_method, save_method
 from commer_core.training.methods import CommerMethod, Method
@@ -199,6 +200,10 @@ class Trainer:
         config, method = self.config, self.method
         batch = sample_documents([self.train_set[i] for i in self.order.micro_batch(m)],
                                  config.min_docs_per_example, seed=config.seed, step=self.step)
+        held_out: list[str | None] = []
+        if config.doc_prediction_weight > 0:
+            batch, held_out = hold_out_documents(batch, seed=config.seed, step=self.step)
+        aux_tokens = 0
         with autocast(method.generator.device, config.bf16):
             prefixes = method.prefixes(batch)
             nll, counts = method.generator.target_nll(prefixes, [e.input for e in batch], [e.target for e in batch])
@@ -208,8 +213,11 @@ class Trainer:
                 loss = loss + config.swap_weight * swap_hinge(method, batch, prefixes, nll, counts,
                                                              config.swap_margin, config.swap_partners,
                                                              nearest=config.swap_partner_choice == "nearest")
+            if held_out:
+                doc_loss, aux_tokens = doc_prediction_loss(method, prefixes, held_out, config.max_target_tokens)
+                loss = loss + config.doc_prediction_weight * doc_loss
         (loss / config.grad_accum).backward()
-        return float(nll.detach().float().sum()), n_tok, _step_token_count(method, batch, prefixes)
+        return float(nll.detach().float().sum()), n_tok, _step_token_count(method, batch, prefixes) + aux_tokens
 
     def _after_step(self, record: dict[str, Any], bar: Any) -> None:
         """Dev check (and best checkpoint) when due, log the record, report it, save the state when due."""

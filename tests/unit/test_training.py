@@ -369,3 +369,34 @@ def test_nearest_swap_partners_are_the_other_users_with_the_closest_prompts(tmp_
     assert result.completed and result.history[-1]["loss"] > 0
     with pytest.raises(TrainingError, match="swap_partner_choice"):
         _config(swap_partner_choice="farthest")
+
+
+def test_held_out_document_prediction_trains_the_compressor_on_an_unseen_document(tmp_path):
+    from commer_core.training.doc_prediction import doc_prediction_loss, hold_out_documents
+
+    batch = [PreparedExample("e0", "a", "x", "y", ("d1", "d2", "d3")), PreparedExample("e1", "b", "x", "y", ("d4",))]
+    kept, held = hold_out_documents(batch, seed=0, step=3)
+    assert held[1] is None and kept[1] == batch[1]  # one document: nothing to hold out
+    assert held[0] in batch[0].documents and held[0] not in kept[0].documents
+    assert sorted((*kept[0].documents, held[0])) == sorted(batch[0].documents)
+    assert hold_out_documents(batch, seed=0, step=3) == (kept, held)  # a pure function of (seed, step, id)
+    assert {hold_out_documents(batch, seed=0, step=s)[1][0] for s in range(20)} == set(batch[0].documents)
+
+    method = build_method(_config())
+    ex = [PreparedExample(f"e{i}", f"u{i}", "x", "y", tuple(d.text for d in e.documents))
+          for i, e in enumerate(_examples(2))]
+    kept, held = hold_out_documents(ex, seed=0, step=0)
+    loss, n_tok = doc_prediction_loss(method, method.prefixes(kept), held, max_tokens=6)
+    assert n_tok == 2 * 7  # both held-out documents, cut to 6 tokens, + end of sequence
+    loss.backward()
+    grads = {name: p.grad for name, p in method.named_trainables()}
+    assert any(g is not None and float(g.abs().sum()) > 0 for name, g in grads.items() if "lora" in name)
+    assert doc_prediction_loss(method, method.prefixes(ex[:1]), [None], max_tokens=6)[1] == 0
+
+    result = train(_config(steps=2, doc_prediction_weight=1.0), _examples(6), _examples(3, "d"), tmp_path / "run",
+                   progress=False)
+    assert result.completed and result.history[-1]["loss"] > 0
+    with pytest.raises(TrainingError, match="doc_prediction_weight"):
+        _config(doc_prediction_weight=-1.0)
+    with pytest.raises(TrainingError, match="needs ComMer"):
+        _config(method="prompt_tuning", doc_prediction_weight=1.0)
