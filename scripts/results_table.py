@@ -57,14 +57,24 @@ if args.paired:
 
 
 def load_rows(folders: list[Path]) -> list[dict]:
-    """Every folder's summary rows; exits naming the folders if they scored different examples."""
-    rows, digests = [], {}
+    """Every folder's summary rows, a row two folders share once; exits naming the folders if they
+    scored different examples or disagree on a label's score."""
+    rows, digests, seen = [], {}, {}
     for folder in folders:
         for row in json.loads((folder / "results.json").read_text())["summary"]:
             first = digests.setdefault(row["n_docs"], (row["examples_digest"], folder))
             if first[0] != row["examples_digest"]:
                 sys.exit(f"{folder}/results.json and {first[1]}/results.json scored different examples at "
                          f"{row['n_docs']} documents (examples_digest {row['examples_digest'][:8]} vs {first[0][:8]})")
+            key = (row["label"], row["n_docs"])
+            if key in seen:
+                earlier, where = seen[key]
+                if abs(earlier["perplexity"] - row["perplexity"]) > 1e-6 * earlier["perplexity"]:
+                    sys.exit(f"{folder}/results.json and {where}/results.json both have {row['label']} at "
+                             f"{row['n_docs']} documents with different perplexities "
+                             f"({row['perplexity']:.3f} vs {earlier['perplexity']:.3f}): rename one label")
+                continue  # the same measurement twice (e.g. a baseline every run scores)
+            seen[key] = (row, folder)
             rows.append(row)
     return rows
 
@@ -81,4 +91,5 @@ if args.plots:
     if gap_rows(rows):
         plot_personalization_gap(rows, f"{args.plots}-personalization-gap.png", title=f"{args.title}personalization gap")
     plot_cost_quality(rows, f"{args.plots}-cost-vs-quality.png", title=f"{args.title}cost vs quality")
-    plot_docs_scaling(rows, f"{args.plots}-ppl-vs-docs.png", title=f"{args.title}perplexity vs documents")
+    if len({r["n_docs"] for r in rows}) > 1:  # one number of documents: no curve to draw
+        plot_docs_scaling(rows, f"{args.plots}-ppl-vs-docs.png", title=f"{args.title}perplexity vs documents")

@@ -22,6 +22,12 @@ def test_outputs_are_joined_and_different_examples_refused(tmp_path):
     joined = run_script("results_table.py", tmp_path / "a", tmp_path / "b")
     assert joined.returncode == 0, joined.stderr
     assert "| pt-k4 | 16 | 35.77 |" in joined.stdout and "| pt-k32 | 16 | 34.37 |" in joined.stdout
+    _results(tmp_path / "a2", "pt-k4", 35.77, "7a5bfd71aa")  # a row two outputs share is shown once
+    twice = run_script("results_table.py", tmp_path / "a", tmp_path / "a2")
+    assert twice.returncode == 0 and twice.stdout.count("| pt-k4 |") == 1
+    _results(tmp_path / "a3", "pt-k4", 36.00, "7a5bfd71aa")
+    clash = run_script("results_table.py", tmp_path / "a", tmp_path / "a3")
+    assert clash.returncode != 0 and "both have pt-k4 at 8 documents" in clash.stderr
     refused = run_script("results_table.py", tmp_path / "a", tmp_path / "c")
     assert refused.returncode != 0
     assert "scored different examples at 8 documents" in refused.stderr and str(tmp_path / "c") in refused.stderr
