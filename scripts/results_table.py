@@ -51,11 +51,6 @@ def print_paired(folders: list[Path], first: str, second: str) -> None:
         print(f"| {n_docs} | {d.examples} | {d.gap:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.own_better:.0%} |")
 
 
-if args.paired:
-    print_paired(args.results, *args.paired)
-    sys.exit(0)
-
-
 def load_rows(folders: list[Path]) -> list[dict]:
     """Every folder's summary rows, a row two folders share once; exits naming the folders if they
     scored different examples or disagree on a label's score."""
@@ -79,6 +74,9 @@ def load_rows(folders: list[Path]) -> list[dict]:
     return rows
 
 
+if args.paired:
+    print_paired(args.results, *args.paired)
+    sys.exit(0)
 rows = load_rows(args.results)
 print(f"{rows[0]['n_examples']} examples per cell; from " + ", ".join(f"{f}/results.json" for f in args.results) + "\n")
 if gap_rows(rows):

@@ -185,9 +185,10 @@ def paired_difference(records: Sequence[dict[str, Any]], first: str, second: str
                 for r in records if r["label"] == label}
 
     a, b = by_example(first), by_example(second)
+    common = sorted(a.keys() & b.keys())
     out: dict[int, Gap] = {}
-    for n_docs in sorted({key[0] for key in a.keys() & b.keys()}):
-        keys = sorted(key for key in a.keys() & b.keys() if key[0] == n_docs)
+    for n_docs in sorted({key[0] for key in common}):
+        keys = [key for key in common if key[0] == n_docs]
         out[n_docs] = personalization_gap([a[key] for key in keys], [b[key] for key in keys], seed=seed)
     if not out:
         raise ValueError(f"{first!r} and {second!r} scored no example in common "

@@ -49,7 +49,7 @@ def doc_prediction_loss(method: Method, prefixes: Sequence[Prefix], held_out: Se
     rows = [i for i, text in enumerate(held_out) if text is not None]
     if not rows:
         return torch.zeros(()), 0
-    targets = truncate_texts(method.tokenizer, [held_out[i] for i in rows], max_tokens)  # type: ignore[misc]
+    targets = truncate_texts(method.tokenizer, [text for text in held_out if text is not None], max_tokens)
     nll, counts = method.generator.target_nll([prefixes[i] for i in rows], [DOC_PREDICTION_INPUT] * len(rows),
                                               targets)
     n_tok = int(counts.sum())
