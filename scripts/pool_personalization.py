@@ -35,15 +35,17 @@ def read_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def pooled_gap(reports: list[dict[str, Any]], seed: int = 0) -> Gap:
-    """Gap over every example of every report: rows back to (summed NLL, tokens) pairs."""
+def pooled_gap(reports: list[dict[str, Any]]) -> Gap:
+    """Gap over every example of every report: rows back to (summed NLL, tokens) pairs, bootstrapped
+    with the reports' own seed so that one report alone reproduces its recorded interval."""
     rows = [row for report in reports for row in report["per_example"]]
     own = [(row["own_nats"] * row["target_tokens"], row["target_tokens"]) for row in rows]
     other = [(row["other_nats"] * row["target_tokens"], row["target_tokens"]) for row in rows]
-    return personalization_gap(own, other, seed=seed)
+    return personalization_gap(own, other, seed=reports[0].get("seed", 0))
 
 
 def line(name: str, gap: Gap) -> str:
+    """One Markdown table row, the columns RESULTS.md's product-path tables use."""
     return (f"| {name} | {gap.examples} | {gap.gap:+.3f} | [{gap.low:+.3f}, {gap.high:+.3f}] | "
             f"{gap.own_better:.1%} |")
 
