@@ -11,6 +11,7 @@ import torch
 from commer_core.backbone import load_backbone
 from commer_core.checkpoint import load_checkpoint, read_config, save_checkpoint
 from commer_core.compressor import Compressor
+from commer_core.config import DEFAULT_TARGET_MODULES as DEFAULT_TARGETS
 from tests.helpers import make_compressor, run_script
 
 
@@ -57,3 +58,22 @@ def test_resized_checkpoint_keeps_lora_and_gain_and_maps_every_slot(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(new.lora_state_dict().values(), src.lora_state_dict().values()))
         training = read_config(tmp_path / f"k{k}")["training"]
         assert training["note"] == "kept" and training["resized"]["k_from"] == 4 and training["resized"]["k"] == k
+
+
+def test_lora_widened_to_more_modules_compresses_exactly_as_the_source(tmp_path):
+    source = make_compressor(load_backbone("tiny-random"))  # LoRA on q/k/v/o, perturbed
+    save_checkpoint(source, tmp_path / "src", trained=True, training={})
+    targets = "q_proj,k_proj,v_proj,o_proj,down_proj"
+    out = run_script("resize_checkpoint.py", tmp_path / "src", 4, tmp_path / "wide", "--lora-targets", targets)
+    assert out.returncode == 0, out.stderr
+    src, wide = load_checkpoint(tmp_path / "src"), load_checkpoint(tmp_path / "wide")
+    assert wide.config.lora.target_modules == tuple(targets.split(","))
+    old, new = src.lora_state_dict(), wide.lora_state_dict()
+    assert all(torch.equal(new[name], tensor) for name, tensor in old.items())
+    added = {name: t for name, t in new.items() if "down_proj" in name}
+    assert added and all(not t.any() for name, t in added.items() if "lora_B" in name)
+    assert torch.allclose(wide.compress_texts(["a short document", "another one here"]),
+                          src.compress_texts(["a short document", "another one here"]), atol=1e-5)
+    assert read_config(tmp_path / "wide")["training"]["resized"]["lora_targets_from"] == list(DEFAULT_TARGETS)
+    narrower = run_script("resize_checkpoint.py", tmp_path / "src", 4, tmp_path / "narrow", "--lora-targets", "q_proj")
+    assert narrower.returncode != 0 and "k_proj" in narrower.stderr and not (tmp_path / "narrow").exists()
