@@ -53,9 +53,7 @@ def widen_lora(source: Compressor, targets: tuple[str, ...]) -> Compressor:
     with torch.no_grad():
         for name, tensor in source.soft_tensors().items():
             getattr(wider, name).copy_(tensor)
-    result = set_peft_model_state_dict(wider.peft_model, source.lora_state_dict())
-    if result.unexpected_keys:
-        raise SystemExit(f"Error: the source's LoRA does not fit {targets}: {list(result.unexpected_keys)[:3]}")
+    set_peft_model_state_dict(wider.peft_model, source.lora_state_dict())  # same rank, a subset of the modules
     return wider.eval()
 
 
