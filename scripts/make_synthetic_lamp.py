@@ -25,12 +25,15 @@ def main() -> None:
     parser.add_argument("--questions-per-user", type=int, default=2)
     parser.add_argument("--profile-size", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wide-train-facts", action="store_true",
+                        help="train users draw from about five times as many fact values (held-out users unchanged)")
     args = parser.parse_args()
     users = {"train": args.train_users, "dev": args.dev_users}
     if args.test_users:
         users["test"] = args.test_users
     counts = write_synthetic_lamp(args.output, task=args.task, users=users, profile_size=args.profile_size,
-                                  questions_per_user=args.questions_per_user, seed=args.seed)
+                                  questions_per_user=args.questions_per_user, seed=args.seed,
+                                  wide_train_facts=args.wide_train_facts)
     print(json.dumps(counts))
 
 

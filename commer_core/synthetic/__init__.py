@@ -59,6 +59,7 @@ from commer_core.synthetic.vocabulary import (
     STYLE_FAMILIES,
     TRAIN,
     TWEETS,
+    WIDE_TRAIN_FACTS,
 )
 
 
@@ -156,17 +157,25 @@ def _make_traits(rng: random.Random, pool: str) -> tuple[StyleTrait, ...]:
     return tuple(traits)
 
 
-def _make_facts(rng: random.Random, pool: str) -> dict[str, str]:
-    facts = {name: rng.choice(values) for name, values in FACT_POOLS[pool].items()}
+def fact_values(pool: str, wide_train_facts: bool = False) -> dict[str, list[str]]:
+    """The fact values a pool's users draw from; ``wide_train_facts`` adds WIDE_TRAIN_FACTS to TRAIN only."""
+    if not (wide_train_facts and pool == TRAIN):
+        return FACT_POOLS[pool]
+    return {name: values + WIDE_TRAIN_FACTS[name] for name, values in FACT_POOLS[pool].items()}
+
+
+def _make_facts(rng: random.Random, pool: str, wide_train_facts: bool) -> dict[str, str]:
+    facts = {name: rng.choice(values) for name, values in fact_values(pool, wide_train_facts).items()}
     facts["sib_rel"] = rng.choice(SIB_RELATIONS)
     return facts
 
 
-def make_personas(n: int, seed: int = 0, split: str = TRAIN) -> list[Persona]:
-    """``n`` users for ``split``: facts and style families from that split's pools (see ``pool_for_split``)."""
+def make_personas(n: int, seed: int = 0, split: str = TRAIN, wide_train_facts: bool = False) -> list[Persona]:
+    """``n`` users for ``split``: facts and style families from that split's pools (see ``pool_for_split``;
+    ``wide_train_facts``: see ``fact_values``; held-out users are the same either way)."""
     pool = pool_for_split(split)
     rng = random.Random(f"commer-synthetic-personas/{seed}/{split}")
-    return [Persona(user=f"u{seed}-{split}-{i:04d}", facts=_make_facts(rng, pool),
+    return [Persona(user=f"u{seed}-{split}-{i:04d}", facts=_make_facts(rng, pool, wide_train_facts),
                     initial=rng.choice(string.ascii_uppercase), traits=_make_traits(rng, pool)) for i in range(n)]
 
 
@@ -279,13 +288,15 @@ def write_synthetic_lamp(
     profile_size: int = 12,
     questions_per_user: int = 2,
     seed: int = 0,
+    wide_train_facts: bool = False,
 ) -> dict[str, int]:
     """Write ``{split}/{split}_questions.json`` + ``{split}_outputs.json`` for new users per split.
 
     ``users`` maps split -> number of personas (default train 200, dev 32). Splits
     hold disjoint personas; "train" uses the TRAIN pools and every other split the
     HELD-OUT pools, so dev measures personalization of unseen kinds of users.
-    Returns the number of questions per split.
+    ``wide_train_facts`` gives train users about five times as many fact values to
+    draw from (``WIDE_TRAIN_FACTS``), too many to memorise one by one. Returns the number of questions per split.
     """
     if task not in ("lamp4", "lamp7"):
         raise ValueError(f"task must be lamp4 or lamp7, got {task!r}")
@@ -298,7 +309,7 @@ def write_synthetic_lamp(
     counts: dict[str, int] = {}
     for split, n in users.items():
         examples: list[tuple[dict, str]] = []
-        for persona in make_personas(n, seed=seed, split=split):
+        for persona in make_personas(n, seed=seed, split=split, wide_train_facts=wide_train_facts):
             tag = f"commer-synthetic/{task}/{seed}/{split}/{persona.user}"
             examples += make_user(persona, random.Random(tag), profile_size, questions_per_user,
                                   lambda q, tag=tag: random.Random(f"{tag}/q{q}"))

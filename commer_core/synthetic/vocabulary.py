@@ -40,6 +40,45 @@ FACT_POOLS: dict[str, dict[str, list[str]]] = {
     },
 }
 SIB_RELATIONS = ["sister", "brother", "cousin"]
+# Extra TRAIN fact values, used only with ``wide_train_facts``: a training set whose fact values are too many
+# to memorise one by one, so a compressor must learn to carry whatever value a user's documents name (the
+# held-out values are never in here; a test checks it).
+WIDE_TRAIN_FACTS: dict[str, list[str]] = {
+    "city": ["Madrid", "Oslo", "Dublin", "Chicago", "Boston", "Seattle", "Melbourne", "Auckland", "Cairo", "Lima",
+             "Bogota", "Santiago", "Havana", "Montreal", "Vancouver", "Helsinki", "Stockholm", "Copenhagen", "Prague",
+             "Vienna", "Budapest", "Warsaw", "Athens", "Istanbul", "Mumbai", "Jakarta", "Manila", "Seoul", "Taipei",
+             "Bangkok", "Dakar", "Accra", "Lagos", "Tunis", "Naples", "Munich", "Hamburg", "Lyon", "Geneva", "Cardiff"],
+    "pet_kind": ["goldfish", "hedgehog", "chinchilla", "canary", "iguana", "snake", "budgie", "rat", "mouse", "pony",
+                 "goat", "duck", "axolotl", "lizard", "pigeon"],
+    "pet_name": ["Poppy", "Rusty", "Shadow", "Smokey", "Ginger", "Coco", "Nala", "Simba", "Milo", "Oscar", "Teddy",
+                 "Bailey", "Daisy", "Rosie", "Winston", "Chester", "Baxter", "Dexter", "Frankie", "Gus", "Hazel",
+                 "Iggy", "Jasper", "Loki", "Pippin", "Quincy", "Rocco", "Sprout", "Uno", "Vinnie", "Wally", "Yoshi",
+                 "Zelda", "Barnaby", "Dorian", "Domino", "Echo", "Fudge", "Gatsby", "Horatio"],
+    "team": ["Eagles", "Bears", "Lions", "Panthers", "Hawks", "Ravens", "Jets", "Kings", "Knights", "Giants", "Titans",
+             "Raiders", "Thunder", "Lightning", "Wildcats", "Cougars", "Coyotes", "Dolphins", "Sparrows", "Foxes",
+             "Bisons", "Pirates", "Vikings", "Spartans", "Meteors", "Bandits", "Cyclones", "Gators", "Jaguars", "Pumas",
+             "Condors", "Ospreys", "Kestrels", "Mustangs", "Broncos", "Stingrays", "Barracudas", "Grizzlies", "Moose",
+             "Hurricanes"],
+    "food": ["burgers", "lentils", "risotto", "tapas", "empanadas", "pakoras", "biryani", "goulash", "moussaka",
+             "souvlaki", "churros", "crepes", "udon", "tempura", "enchiladas", "hummus", "couscous", "fondue",
+             "schnitzel", "satay", "rendang", "adobo", "pupusas", "arepas", "poutine", "paneer", "kebabs", "meatballs",
+             "ravioli", "polenta", "focaccia", "borscht", "dim sum", "bao", "congee", "okonomiyaki", "gumbo",
+             "jambalaya", "chowder", "tortellini"],
+    "hobby": ["swimming", "hiking", "skiing", "skating", "dancing", "singing", "drumming", "sewing", "woodworking",
+              "fishing", "bowling", "tennis", "golf", "boxing", "rowing", "sailing", "juggling", "podcasting",
+              "blogging", "gaming", "sketching", "sculpting", "crochet", "embroidery", "quilting", "stargazing",
+              "skateboarding", "snowboarding", "diving", "volleyball", "basketball", "badminton", "pilates",
+              "meditation", "camping", "fishkeeping", "puzzles", "karaoke", "beatboxing", "geocaching"],
+    "job": ["aviator", "lawyer", "architect", "electrician", "cashier", "waiter", "accountant", "pharmacist", "farmer",
+            "firefighter", "vet", "engineer", "programmer", "designer", "journalist", "courier", "butcher",
+            "hairdresser", "tutor", "receptionist", "lifeguard", "zookeeper", "bartender", "surgeon", "optician",
+            "translator", "editor", "banker", "janitor", "roofer", "glazier", "locksmith", "midwife", "curator",
+            "geologist", "chemist", "postman", "sommelier", "jeweller", "cartographer"],
+    "sib_name": ["Anna", "Ben", "Clara", "David", "Ella", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Max",
+                 "Nora", "Oliver", "Pia", "Rohan", "Sara", "Theo", "Uma", "Victor", "Wendy", "Yara", "Zane", "Amir",
+                 "Bruno", "Cleo", "Dario", "Elif", "Farid", "Hana", "Ivan", "Jade", "Kofi", "Lucia", "Marco", "Noor",
+                 "Otto", "Ruby", "Soren", "Tomas"],
+}
 
 # feature -> pool -> family -> wordings. Abbreviation wordings are (word, short form) pairs.
 STYLE_FAMILIES: dict[str, dict[str, dict[str, list[Any]]]] = {
