@@ -73,3 +73,15 @@ def personalization_gap(
     low, high = np.percentile(means, [2.5, 97.5])
     return Gap(gap=float(diff.mean()), low=float(low), high=float(high), own_better=float((diff > 0).mean()),
                own_nats=float(a.mean()), other_nats=float(b.mean()), examples=len(diff))
+
+
+def pooled_gap(reports: Sequence[dict[str, Any]]) -> Gap:
+    """Gap over every example of several ``personalization-check`` reports (one checkpoint, several user sets).
+
+    One 64-example set cannot settle an 85% own-better bar, so the bar is read over sets together. Rows go
+    back to (summed NLL, tokens) pairs, bootstrapped with the reports' own seed so that one report alone
+    reproduces its recorded interval."""
+    rows = [row for report in reports for row in report["per_example"]]
+    own = [(row["own_nats"] * row["target_tokens"], row["target_tokens"]) for row in rows]
+    other = [(row["other_nats"] * row["target_tokens"], row["target_tokens"]) for row in rows]
+    return personalization_gap(own, other, seed=reports[0].get("seed", 0))

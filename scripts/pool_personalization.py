@@ -7,7 +7,8 @@ One set of 64 examples cannot settle an 85% own-better bar (a share's 95% interv
 points), so the issue-17 bar is read over several held-out user sets together. Each argument is a
 ``personalization-check`` output (or its ``personalization.json``); the pooled row recomputes the gap,
 its paired bootstrap interval and the own-better share over all their examples with
-:func:`commer_core.personalization.personalization_gap`, the same code as each set's own figure.
+:func:`commer_core.personalization.pooled_gap` (the same code as each set's own figure, and as the
+bundled checkpoint's whole-bar test).
 Refuses outputs of different checkpoints, document selections or derangement seeds.
 """
 
@@ -18,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from commer_core.personalization import Gap, personalization_gap
+from commer_core.personalization import Gap, pooled_gap
 
 # what must agree between outputs for their examples to be pooled (one checkpoint, scored alike)
 SETTINGS = ("checkpoint", "docs_per_user", "selection", "seed")
@@ -33,15 +34,6 @@ def read_report(path: Path) -> dict[str, Any]:
     if not report.get("per_example"):
         raise SystemExit(f"Error: {file} has no per_example rows (rerun it with the current personalization-check)")
     return report
-
-
-def pooled_gap(reports: list[dict[str, Any]]) -> Gap:
-    """Gap over every example of every report: rows back to (summed NLL, tokens) pairs, bootstrapped
-    with the reports' own seed so that one report alone reproduces its recorded interval."""
-    rows = [row for report in reports for row in report["per_example"]]
-    own = [(row["own_nats"] * row["target_tokens"], row["target_tokens"]) for row in rows]
-    other = [(row["other_nats"] * row["target_tokens"], row["target_tokens"]) for row in rows]
-    return personalization_gap(own, other, seed=reports[0].get("seed", 0))
 
 
 def line(name: str, gap: Gap) -> str:
