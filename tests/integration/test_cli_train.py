@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from commer_core.personalization import pooled_gap
 from commer_core.synthetic import make_personas, write_synthetic_lamp
 from jobs.cli import cli
 
@@ -115,38 +116,52 @@ def test_real_model_perltqa_smoke(shared_data, tmp_path):
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3]), log
 
 
+# Held-out user sets the bundled checkpoint is checked on (32 users each, the generator's held-out pools);
+# the floor test reads the first, the whole-bar test pools all three (one 64-example set's share is +-9 points).
+_HELDOUT_SEEDS = (5, 6, 7)
+
+
 @pytest.fixture(scope="module")
 def default_checkpoint_check(tmp_path_factory):
     """The bundled checkpoint through the product path (compress job -> store -> PersonalizedLM) on
-    users it never saw: 32 synthetic users of another seed, from the held-out style families and facts."""
-    root = tmp_path_factory.mktemp("default-ckpt")
-    write_synthetic_lamp(root / "raw", users={"train": 1, "dev": 32}, seed=5)
-    _invoke("personalization-check", "--data", str(root / "raw"), "--task", "lamp7", "--split", "dev",
-            "--checkpoint", "default", "--output", str(root / "check"), "--docs-per-user", "0",
-            "--max-examples", "64", "--max-input-tokens", "64", "--max-target-tokens", "40", "--no-progress")
-    return json.loads((root / "check" / "personalization.json").read_text())
+    users it never saw: a function of a seed giving that seed's report, each seed checked once."""
+    reports: dict[int, dict] = {}
+
+    def check(seed: int) -> dict:
+        if seed not in reports:
+            root = tmp_path_factory.mktemp(f"default-ckpt-{seed}")
+            write_synthetic_lamp(root / "raw", users={"train": 1, "dev": 32}, seed=seed)
+            _invoke("personalization-check", "--data", str(root / "raw"), "--task", "lamp7", "--split", "dev",
+                    "--checkpoint", "default", "--output", str(root / "check"), "--docs-per-user", "0",
+                    "--max-examples", "64", "--max-input-tokens", "64", "--max-target-tokens", "40", "--no-progress")
+            reports[seed] = json.loads((root / "check" / "personalization.json").read_text())
+        return reports[seed]
+    return check
 
 
 @pytest.mark.slow
 def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_check):
     """Own stored prompt beats no prompt and, by a real margin, another user's prompt.
 
-    Measured when bundled (run R1 of session 19: run E3 of session 18 trained 150 more steps on 4-12
-    of each user's documents drawn at random, as the store merges a whole profile): own 38.1, other 55.7,
-    none 62.4 ppl; gap +0.389 [+0.300, +0.487], own better on 81% of 64 examples (docs/RESULTS.md).
-    Earlier bundled checkpoints: E2 +0.290 (84%), K2 +0.306 (83%); run I (gap +0.122, own better 80%)
-    and F at step 325 (+0.098) fail the floor. On seeds 6 and 7 R1 gives +0.320 (80%) and +0.206 (77%).
+    Measured when bundled on seed 5 (run RB of session 20: the previously bundled R1 trained 150 more
+    steps with every example merging all 12 of its user's documents, as the store merges a whole
+    profile): own 36.9, other 55.9, none 62.4 ppl; gap +0.425 [+0.331, +0.528], own better on 86% of 64
+    examples (docs/RESULTS.md). Earlier bundled checkpoints: R1 +0.389 (81%), E2 +0.290 (84%), K2 +0.306
+    (83%); run I (gap +0.122, own better 80%) and F at step 325 (+0.098) fail the floor.
     """
-    report = default_checkpoint_check
+    report = default_checkpoint_check(_HELDOUT_SEEDS[0])
     assert report["none_gap"]["low"] > 0 and report["own_perplexity"] < report["none_perplexity"], report
     assert report["gap"]["gap"] > 0.25 and report["gap"]["low"] > 0.15, report["gap"]
     assert report["gap"]["own_better"] > 0.75, report["gap"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 open: on these users the bundled checkpoint's gap is 0.39 nats/token "
-                                        "but its own prompt is better on 81% of examples, the bar is 0.30 and 85% (and "
-                                        "on seeds 6 and 7 own is better on 80% and 77%)")
+@pytest.mark.xfail(strict=True, reason="issue 17 open: over seeds 5-7 (192 examples) the bundled checkpoint's "
+                                        "gap is +0.339 nats/token but its own prompt is better on 80.7% of examples; "
+                                        "the bar is 0.30 and 85% (seed 5 alone: +0.425, 85.9%; seeds 6 and 7: "
+                                        "79.7% and 76.6%)")
 def test_default_checkpoint_meets_the_personalization_bar(default_checkpoint_check):
-    gap = default_checkpoint_check["gap"]
-    assert gap["gap"] >= 0.30 and gap["low"] > 0 and gap["own_better"] >= 0.85, gap
+    """Issue 17's bar (gap >= 0.30 nats/token, interval above 0, own better on >= 85%) over the 192
+    examples of all three held-out sets, read as docs/RESULTS.md and scripts/pool_personalization.py do."""
+    gap = pooled_gap([default_checkpoint_check(seed) for seed in _HELDOUT_SEEDS])
+    assert gap.gap >= 0.30 and gap.low > 0 and gap.own_better >= 0.85, gap
