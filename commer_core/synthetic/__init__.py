@@ -296,7 +296,8 @@ def write_synthetic_lamp(
     hold disjoint personas; "train" uses the TRAIN pools and every other split the
     HELD-OUT pools, so dev measures personalization of unseen kinds of users.
     ``wide_train_facts`` gives train users about five times as many fact values to
-    draw from (``WIDE_TRAIN_FACTS``), too many to memorise one by one. Returns the number of questions per split.
+    draw from (``WIDE_TRAIN_FACTS``), too many to memorise one by one.
+    Returns the number of questions per split.
     """
     if task not in ("lamp4", "lamp7"):
         raise ValueError(f"task must be lamp4 or lamp7, got {task!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -125,17 +126,14 @@ _HELDOUT_SEEDS = (5, 6, 7)
 def default_checkpoint_check(tmp_path_factory):
     """The bundled checkpoint through the product path (compress job -> store -> PersonalizedLM) on
     users it never saw: a function of a seed giving that seed's report, each seed checked once."""
-    reports: dict[int, dict] = {}
-
+    @functools.cache
     def check(seed: int) -> dict:
-        if seed not in reports:
-            root = tmp_path_factory.mktemp(f"default-ckpt-{seed}")
-            write_synthetic_lamp(root / "raw", users={"train": 1, "dev": 32}, seed=seed)
-            _invoke("personalization-check", "--data", str(root / "raw"), "--task", "lamp7", "--split", "dev",
-                    "--checkpoint", "default", "--output", str(root / "check"), "--docs-per-user", "0",
-                    "--max-examples", "64", "--max-input-tokens", "64", "--max-target-tokens", "40", "--no-progress")
-            reports[seed] = json.loads((root / "check" / "personalization.json").read_text())
-        return reports[seed]
+        root = tmp_path_factory.mktemp(f"default-ckpt-{seed}")
+        write_synthetic_lamp(root / "raw", users={"train": 1, "dev": 32}, seed=seed)
+        _invoke("personalization-check", "--data", str(root / "raw"), "--task", "lamp7", "--split", "dev",
+                "--checkpoint", "default", "--output", str(root / "check"), "--docs-per-user", "0",
+                "--max-examples", "64", "--max-input-tokens", "64", "--max-target-tokens", "40", "--no-progress")
+        return json.loads((root / "check" / "personalization.json").read_text())
     return check
 
 

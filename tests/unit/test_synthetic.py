@@ -9,8 +9,8 @@ import re
 import pytest
 
 from commer_core.data.lamp import load_lamp
-from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, fact_values, make_personas,
-                                   styled_profile, write_synthetic_lamp)
+from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, fact_values,
+                                   make_personas, styled_profile, write_synthetic_lamp)
 from commer_core.synthetic.vocabulary import WIDE_TRAIN_FACTS
 
 # Generic words of the neutral input -> the fact values that must then be predictable from the profile.
@@ -62,7 +62,7 @@ def test_wide_train_facts_widen_train_users_only_and_never_reach_a_heldout_value
     assert not {v.lower() for values in WIDE_TRAIN_FACTS.values() for v in values} & heldout
     wide = make_personas(300, seed=2, split="train", wide_train_facts=True)
     assert all(p.facts[f] in fact_values(TRAIN, True)[f] for p in wide for f in FACT_POOLS[TRAIN])
-    # the added values are drawn (300 users over ~50 values a fact), and far more distinct values than the plain pool
+    # the added values are drawn (300 users over ~50 values a fact): more distinct values than the plain pool has
     for fact, values in FACT_POOLS[TRAIN].items():
         drawn = {p.facts[fact] for p in wide}
         assert drawn & set(WIDE_TRAIN_FACTS[fact]) and len(drawn) > len(values), fact
@@ -70,7 +70,8 @@ def test_wide_train_facts_widen_train_users_only_and_never_reach_a_heldout_value
         assert make_personas(20, seed=2, split=split, wide_train_facts=True) == make_personas(20, seed=2, split=split)
     write_synthetic_lamp(tmp_path / "plain", users={"train": 2, "dev": 2}, seed=2)
     write_synthetic_lamp(tmp_path / "wide", users={"train": 2, "dev": 2}, seed=2, wide_train_facts=True)
-    assert (tmp_path / "wide/dev/dev_outputs.json").read_bytes() == (tmp_path / "plain/dev/dev_outputs.json").read_bytes()
+    dev_outputs = "dev/dev_outputs.json"
+    assert (tmp_path / "wide" / dev_outputs).read_bytes() == (tmp_path / "plain" / dev_outputs).read_bytes()
 
 
 def test_no_single_profile_item_shows_the_whole_style_but_the_profile_does():
