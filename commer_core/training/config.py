@@ -63,6 +63,10 @@ class TrainConfig:
     swap_margin: float = 1.0
     swap_partners: int = 1  # other batch users each example is scored against (at most batch_size - 1 distinct)
     swap_partner_choice: str = "cyclic"  # SWAP_PARTNER_CHOICES
+    # 0: the hinge. T > 0: its smooth form T * softplus((margin - gap) / T), whose pull on an example
+    # is sigmoid((margin - gap) / T): with a small margin and T it pays mostly where another user's
+    # prompt wins (the sign), where the hinge pulls every example below the margin alike.
+    swap_temperature: float = 0.0
     # Held-out document prediction (0: off): each ComMer training example leaves one of its documents
     # out of the prompt and also predicts it from the merged prompt of the others, weight * nats per
     # token. A user's unseen document is predictable from the prompt only through what recurs in the
@@ -140,7 +144,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every", "swap_weight",
-                     "swap_margin", "doc_prediction_weight"):
+                     "swap_margin", "swap_temperature", "doc_prediction_weight"):
             if getattr(self, name) < 0:
                 raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -113,8 +113,12 @@ def _prompt_similarity(prefixes: Sequence[Prefix]) -> list[list[float]]:
 
 
 def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix], nll: torch.Tensor,
-               counts: torch.Tensor, margin: float, partners: int = 1, nearest: bool = False) -> torch.Tensor:
+               counts: torch.Tensor, margin: float, partners: int = 1, nearest: bool = False,
+               temperature: float = 0.0) -> torch.Tensor:
     """mean(relu(margin - (other - own))) in nats per token over ``partners`` other batch users' prompts.
+
+    With ``temperature`` T > 0 the hinge is smoothed to T * softplus((margin - gap) / T) (the hinge as
+    T -> 0), so each example's pull grows with how far another user's prompt is ahead on it.
 
     Reuses the batch's prompts (no extra compression): one more generator pass per partner. More
     partners give the model more (and harder) users to tell apart than the single one of the swap test;
@@ -128,5 +132,7 @@ def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Seque
     for round_partners in rounds:
         other, _ = method.generator.target_nll([prefixes[j] for j in round_partners], [e.input for e in batch],
                                                [e.target for e in batch])
-        hinges.append(torch.relu(margin - (other.float() - nll.float()) / per_token))
+        shortfall = margin - (other.float() - nll.float()) / per_token
+        hinges.append(temperature * torch.nn.functional.softplus(shortfall / temperature) if temperature > 0
+                      else torch.relu(shortfall))
     return torch.stack(hinges).mean()

@@ -212,7 +212,8 @@ class Trainer:
             if config.swap_weight > 0:
                 loss = loss + config.swap_weight * swap_hinge(method, batch, prefixes, nll, counts,
                                                              config.swap_margin, config.swap_partners,
-                                                             nearest=config.swap_partner_choice == "nearest")
+                                                             nearest=config.swap_partner_choice == "nearest",
+                                                             temperature=config.swap_temperature)
             if held_out:
                 doc_loss, aux_tokens = doc_prediction_loss(method, prefixes, held_out, config.max_target_tokens)
                 loss = loss + config.doc_prediction_weight * doc_loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -347,6 +348,37 @@ def test_swap_hinge_averages_the_hinge_over_every_partner_round():
     two = swap_hinge(method, batch, prompts, nll, counts, margin=1.5, partners=2)
     # round 2 partners (2, 0, 1): gaps 1.5, -0.5, -1.0 -> hinges 0, 2.0, 2.5
     assert float(two) == pytest.approx((1.0 + 0.5 + 3.0 + 0.0 + 2.0 + 2.5) / 6)
+
+
+def test_smooth_swap_hinge_pulls_hardest_where_another_users_prompt_wins():
+    from types import SimpleNamespace
+
+    from commer_core.training import swap_hinge
+
+    batch = [PreparedExample(f"e{i}", u, "x", "y", ()) for i, u in enumerate(["a", "b", "c"])]
+    # Per-token gaps (other minus own) of -0.5, +0.2 and +2.0 against the next user in the batch.
+    own = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    partner_nll = torch.tensor([-1.0, 0.4, 4.0])  # per example, under the partner's prompt (2 tokens)
+
+    def target_nll(prefixes, inputs, targets):
+        return partner_nll, torch.full((len(inputs),), 2)
+
+    method = SimpleNamespace(generator=SimpleNamespace(target_nll=target_nll))
+    counts = torch.full((3,), 2)
+    hinge = swap_hinge(method, batch, [None] * 3, own, counts, margin=0.3)
+    assert float(hinge) == pytest.approx((0.8 + 0.1 + 0.0) / 3)
+    smooth = swap_hinge(method, batch, [None] * 3, own, counts, margin=0.3, temperature=0.1)
+    t = 0.1
+    expected = [t * math.log1p(math.exp((0.3 - g) / t)) for g in (-0.5, 0.2, 2.0)]
+    assert float(smooth) == pytest.approx(sum(expected) / 3, rel=1e-5)
+    smooth.backward()
+    pulls = own.grad.tolist()  # the loss rises with own NLL; more steeply the worse the example
+    assert pulls[0] > pulls[1] > pulls[2] > 0
+    assert pulls[2] < 1e-6 < pulls[1]  # an example won by 2 nats is all but left alone
+    tiny = swap_hinge(method, batch, [None] * 3, own.detach(), counts, margin=0.3, temperature=1e-4)
+    assert float(tiny) == pytest.approx(float(hinge), abs=1e-4)  # the hinge as T -> 0
+    with pytest.raises(TrainingError, match="swap_temperature"):
+        _config(swap_temperature=-0.1)
 
 
 def test_nearest_swap_partners_are_the_other_users_with_the_closest_prompts(tmp_path):
