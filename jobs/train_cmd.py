@@ -70,7 +70,8 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--swap-margin", default=1.0, show_default=True, help="Margin of the swap hinge, nats per token.")
 @click.option("--swap-temperature", default=0.0, show_default=True,
               help="0: the swap hinge. T > 0: its smooth form T*softplus((margin - gap)/T), which pulls hardest "
-                   "on the examples another user's prompt wins (try a margin of 0.3-0.5 and T of 0.1-0.2).")
+                   "on the examples another user's prompt wins (measured with a margin of 0.3-0.5 and T of "
+                   "0.1-0.15: lower perplexity, a smaller gap; docs/RESULTS.md session 21).")
 @click.option("--swap-partners", default=1, show_default=True,
               help="Other batch users each example's target is scored against in the swap hinge "
                    "(one generator pass each; up to --batch-size - 1 distinct).")

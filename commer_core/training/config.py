@@ -63,9 +63,8 @@ class TrainConfig:
     swap_margin: float = 1.0
     swap_partners: int = 1  # other batch users each example is scored against (at most batch_size - 1 distinct)
     swap_partner_choice: str = "cyclic"  # SWAP_PARTNER_CHOICES
-    # 0: the hinge. T > 0: its smooth form T * softplus((margin - gap) / T), whose pull on an example
-    # is sigmoid((margin - gap) / T): with a small margin and T it pays mostly where another user's
-    # prompt wins (the sign), where the hinge pulls every example below the margin alike.
+    # 0: the hinge. T > 0: its smooth form (training.dev.swap_hinge), which pulls hardest on the examples
+    # another user's prompt wins, where the hinge pulls every example below the margin alike.
     swap_temperature: float = 0.0
     # Held-out document prediction (0: off): each ComMer training example leaves one of its documents
     # out of the prompt and also predicts it from the merged prompt of the others, weight * nats per

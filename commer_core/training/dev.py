@@ -133,6 +133,6 @@ def swap_hinge(method: Method, batch: Sequence[PreparedExample], prefixes: Seque
         other, _ = method.generator.target_nll([prefixes[j] for j in round_partners], [e.input for e in batch],
                                                [e.target for e in batch])
         shortfall = margin - (other.float() - nll.float()) / per_token
-        hinges.append(temperature * torch.nn.functional.softplus(shortfall / temperature) if temperature > 0
+        hinges.append(torch.nn.functional.softplus(shortfall, beta=1 / temperature) if temperature > 0
                       else torch.relu(shortfall))
     return torch.stack(hinges).mean()

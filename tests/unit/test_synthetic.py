@@ -9,9 +9,8 @@ import re
 import pytest
 
 from commer_core.data.lamp import load_lamp
-from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, fact_values,
-                                   make_personas, styled_profile, write_synthetic_lamp)
-from commer_core.synthetic.vocabulary import WIDE_TRAIN_FACTS
+from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, WIDE_TRAIN_FACTS,
+                                   fact_values, make_personas, styled_profile, write_synthetic_lamp)
 
 # Generic words of the neutral input -> the fact values that must then be predictable from the profile.
 _GENERIC_FACTS = {"lamp7": {"my pet": ["pet_name"], "my city": ["city"], "my team": ["team"],

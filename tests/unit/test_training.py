@@ -328,9 +328,14 @@ def test_best_dev_check_prefers_a_clearly_larger_gap_and_breaks_near_ties_by_per
     assert best_record([*history[:1], {"step": 200, "dev_perplexity": 55.0, "dev_gap": 0.2}])["step"] == 200
 
 
-def test_swap_hinge_averages_the_hinge_over_every_partner_round():
+def _stand_in_method(target_nll):
+    """A method whose generator scores with ``target_nll(prefixes, inputs, targets)``: the swap term's only use."""
     from types import SimpleNamespace
 
+    return SimpleNamespace(generator=SimpleNamespace(target_nll=target_nll))
+
+
+def test_swap_hinge_averages_the_hinge_over_every_partner_round():
     from commer_core.training import swap_hinge
 
     # A stand-in generator whose NLL of example i under prompt p is the number p + i (2 target tokens each).
@@ -340,7 +345,7 @@ def test_swap_hinge_averages_the_hinge_over_every_partner_round():
     def target_nll(prefixes, inputs, targets):
         return torch.stack([p + int(x) for p, x in zip(prefixes, inputs)]), torch.full((len(inputs),), 2)
 
-    method = SimpleNamespace(generator=SimpleNamespace(target_nll=target_nll))
+    method = _stand_in_method(target_nll)
     nll, counts = target_nll(prompts, ["0", "1", "2"], None)
     one = swap_hinge(method, batch, prompts, nll, counts, margin=1.5)
     # round 1 partners (1, 2, 0): per-token gaps 0.5, 1.0, -1.5 -> hinges 1.0, 0.5, 3.0
@@ -351,8 +356,6 @@ def test_swap_hinge_averages_the_hinge_over_every_partner_round():
 
 
 def test_smooth_swap_hinge_pulls_hardest_where_another_users_prompt_wins():
-    from types import SimpleNamespace
-
     from commer_core.training import swap_hinge
 
     batch = [PreparedExample(f"e{i}", u, "x", "y", ()) for i, u in enumerate(["a", "b", "c"])]
@@ -363,7 +366,7 @@ def test_smooth_swap_hinge_pulls_hardest_where_another_users_prompt_wins():
     def target_nll(prefixes, inputs, targets):
         return partner_nll, torch.full((len(inputs),), 2)
 
-    method = SimpleNamespace(generator=SimpleNamespace(target_nll=target_nll))
+    method = _stand_in_method(target_nll)
     counts = torch.full((3,), 2)
     hinge = swap_hinge(method, batch, [None] * 3, own, counts, margin=0.3)
     assert float(hinge) == pytest.approx((0.8 + 0.1 + 0.0) / 3)
