@@ -71,6 +71,9 @@ class TrainConfig:
     # token. A user's unseen document is predictable from the prompt only through what recurs in the
     # user's documents (a sign-off, a pet's name): the literal text that tells similar users apart.
     doc_prediction_weight: float = 0.0
+    # The swap hinge on those held-out documents too, at doc_prediction_weight * this weight (0: off;
+    # margin, partners and temperature are the task hinge's): training.doc_prediction.doc_prediction_loss.
+    doc_swap_weight: float = 0.0
     # ComMer with prompt_norm "center": keep the prompt's shared part (the bias every user gets) fixed,
     # typically at a prompt-tuning prompt (--shared-prompt-from), so that training cannot trade the
     # shared prompt's quality for the gap and only the user part moves.
@@ -124,6 +127,8 @@ class TrainConfig:
         if self.doc_prediction_weight > 0 and self.method != "commer":
             raise TrainingError(f"doc_prediction_weight needs ComMer (a prompt merged from documents), "
                                 f"got method {self.method!r}")
+        if self.doc_swap_weight > 0 and self.doc_prediction_weight == 0:
+            raise TrainingError("doc_swap_weight scores the held-out documents of doc_prediction_weight; set that too")
         if self.freeze_shared_prompt and (self.method != "commer" or self.prompt_norm != "center"):
             raise TrainingError("freeze_shared_prompt needs ComMer with prompt_norm 'center' (the only prompt with a "
                                 f"shared part), got method {self.method!r} with prompt_norm {self.prompt_norm!r}")
@@ -143,7 +148,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("docs_per_example", "raw_doc_budget", "warmup_steps", "eval_every", "save_every", "swap_weight",
-                     "swap_margin", "swap_temperature", "doc_prediction_weight"):
+                     "swap_margin", "swap_temperature", "doc_prediction_weight", "doc_swap_weight"):
             if getattr(self, name) < 0:
                 raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
 

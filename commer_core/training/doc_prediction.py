@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from commer_core.generator import Prefix
+from commer_core.training.dev import swap_hinge
 from commer_core.training.examples import PreparedExample, truncate_texts
 from commer_core.training.methods import Method
 
@@ -43,14 +44,46 @@ def hold_out_documents(batch: Sequence[PreparedExample], *, seed: int,
     return kept, held_out
 
 
-def doc_prediction_loss(method: Method, prefixes: Sequence[Prefix], held_out: Sequence[str | None],
-                        max_tokens: int) -> tuple[torch.Tensor, int]:
-    """(mean nats per token of the held-out documents given each example's prompt, tokens scored)."""
+@dataclasses.dataclass(frozen=True)
+class HeldOutScores:
+    """The held-out documents as examples of their users, and each one's NLL under its own prompt."""
+
+    examples: list[PreparedExample]  # input DOC_PREDICTION_INPUT, target the held-out text (cut)
+    prefixes: list[Prefix]  # each row's own merged prompt
+    nll: torch.Tensor  # summed nats per row
+    counts: torch.Tensor  # target tokens per row
+
+
+def score_held_out(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix],
+                   held_out: Sequence[str | None], max_tokens: int) -> HeldOutScores | None:
+    """One generator pass over the held-out documents (None: no example held one out)."""
     rows = [i for i, text in enumerate(held_out) if text is not None]
     if not rows:
+        return None
+    targets = truncate_texts(method.tokenizer, [held_out[i] for i in rows], max_tokens)
+    examples = [dataclasses.replace(batch[i], input=DOC_PREDICTION_INPUT, target=t) for i, t in zip(rows, targets)]
+    own = [prefixes[i] for i in rows]
+    nll, counts = method.generator.target_nll(own, [DOC_PREDICTION_INPUT] * len(rows), targets)
+    return HeldOutScores(examples, own, nll, counts)
+
+
+def doc_prediction_loss(method: Method, batch: Sequence[PreparedExample], prefixes: Sequence[Prefix],
+                        held_out: Sequence[str | None], max_tokens: int, *, swap_weight: float = 0.0,
+                        swap_margin: float = 1.0, swap_partners: int = 1,
+                        swap_temperature: float = 0.0) -> tuple[torch.Tensor, int]:
+    """(nats per token of the held-out documents given each example's prompt, tokens scored).
+
+    With ``swap_weight`` > 0, plus that weight times the swap hinge on the same documents (another
+    batch user's prompt must predict them worse by the margin): the task's swap hinge has one target
+    per example, this one a new held-out post every step, and it pays only where the own prompt
+    carries the user's recurring text better than another user's does.
+    """
+    scored = score_held_out(method, batch, prefixes, held_out, max_tokens)
+    if scored is None:
         return torch.zeros(()), 0
-    targets = truncate_texts(method.tokenizer, [text for text in held_out if text is not None], max_tokens)
-    nll, counts = method.generator.target_nll([prefixes[i] for i in rows], [DOC_PREDICTION_INPUT] * len(rows),
-                                              targets)
-    n_tok = int(counts.sum())
-    return nll.float().sum() / max(n_tok, 1), n_tok
+    n_tok = int(scored.counts.sum())
+    loss = scored.nll.float().sum() / max(n_tok, 1)
+    if swap_weight > 0:
+        loss = loss + swap_weight * swap_hinge(method, scored.examples, scored.prefixes, scored.nll, scored.counts,
+                                               swap_margin, swap_partners, temperature=swap_temperature)
+    return loss, n_tok

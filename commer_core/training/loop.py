@@ -215,7 +215,10 @@ class Trainer:
                                                              nearest=config.swap_partner_choice == "nearest",
                                                              temperature=config.swap_temperature)
             if held_out:
-                doc_loss, aux_tokens = doc_prediction_loss(method, prefixes, held_out, config.max_target_tokens)
+                doc_loss, aux_tokens = doc_prediction_loss(
+                    method, batch, prefixes, held_out, config.max_target_tokens, swap_weight=config.doc_swap_weight,
+                    swap_margin=config.swap_margin, swap_partners=config.swap_partners,
+                    swap_temperature=config.swap_temperature)
                 loss = loss + config.doc_prediction_weight * doc_loss
         (loss / config.grad_accum).backward()
         return float(nll.detach().float().sum()), n_tok, _step_token_count(method, batch, prefixes) + aux_tokens

@@ -421,12 +421,12 @@ def test_held_out_document_prediction_trains_the_compressor_on_an_unseen_documen
     ex = [PreparedExample(f"e{i}", f"u{i}", "x", "y", tuple(d.text for d in e.documents))
           for i, e in enumerate(_examples(2))]
     kept, held = hold_out_documents(ex, seed=0, step=0)
-    loss, n_tok = doc_prediction_loss(method, method.prefixes(kept), held, max_tokens=6)
+    loss, n_tok = doc_prediction_loss(method, kept, method.prefixes(kept), held, max_tokens=6)
     assert n_tok == 2 * 7  # both held-out documents, cut to 6 tokens, + end of sequence
     loss.backward()
     grads = {name: p.grad for name, p in method.named_trainables()}
     assert any(g is not None and float(g.abs().sum()) > 0 for name, g in grads.items() if "lora" in name)
-    assert doc_prediction_loss(method, method.prefixes(ex[:1]), [None], max_tokens=6)[1] == 0
+    assert doc_prediction_loss(method, ex[:1], method.prefixes(ex[:1]), [None], max_tokens=6)[1] == 0
 
     result = train(_config(steps=2, doc_prediction_weight=1.0), _examples(6), _examples(3, "d"), tmp_path / "run",
                    progress=False)
@@ -435,3 +435,27 @@ def test_held_out_document_prediction_trains_the_compressor_on_an_unseen_documen
         _config(doc_prediction_weight=-1.0)
     with pytest.raises(TrainingError, match="needs ComMer"):
         _config(method="prompt_tuning", doc_prediction_weight=1.0)
+
+
+def test_the_swap_hinge_on_held_out_documents_compares_each_with_the_other_users_prompt():
+    from commer_core.training.doc_prediction import (DOC_PREDICTION_INPUT, doc_prediction_loss, hold_out_documents,
+                                                      score_held_out)
+
+    method = build_method(_config())
+    ex = [PreparedExample(f"e{i}", f"u{i}", "x", "y", tuple(d.text for d in e.documents))
+          for i, e in enumerate(_examples(2))]
+    kept, held = hold_out_documents(ex, seed=0, step=0)
+    with torch.no_grad():
+        prefixes = method.prefixes(kept)
+        plain, _ = doc_prediction_loss(method, kept, prefixes, held, max_tokens=6)
+        contrasted, _ = doc_prediction_loss(method, kept, prefixes, held, max_tokens=6, swap_weight=2.0,
+                                            swap_margin=50.0)
+        scored = score_held_out(method, kept, prefixes, held, max_tokens=6)
+        # each held-out document under the other user's prompt (two users: each is the other's partner)
+        other, _ = method.generator.target_nll(prefixes[::-1], [e.input for e in scored.examples],
+                                               [e.target for e in scored.examples])
+    gap = (other - scored.nll) / scored.counts  # nats per token; a margin of 50 keeps both hinges active
+    assert all(e.input == DOC_PREDICTION_INPUT for e in scored.examples)
+    assert float(contrasted - plain) == pytest.approx(2.0 * float((50.0 - gap).mean()), rel=1e-4)
+    with pytest.raises(TrainingError, match="doc_swap_weight"):
+        _config(doc_swap_weight=1.0)  # without doc_prediction_weight it would score nothing
