@@ -87,7 +87,8 @@ def _load_task_data(data: Path) -> tuple[list, list]:
 @click.option("--doc-swap-weight", default=0.0, show_default=True,
               help="With --doc-prediction-weight: the swap hinge on the held-out documents as well (another "
                    "batch user's prompt must predict them worse by --swap-margin), at this weight within that "
-                   "term (0: off); a new contrastive target every step instead of the task's one per example.")
+                   "term (0: off); a new contrastive target every step instead of the task's one per example "
+                   "(measured at 5: a larger gap, a higher perplexity; docs/RESULTS.md session 22).")
 @click.option("--dev-docs", type=int, default=None, help="Documents per dev example [default: --docs-per-example].")
 @click.option("--selection", type=click.Choice(["bm25", "random", "recent"]), default="bm25", show_default=True)
 @click.option("--merge", type=click.Choice(["mean", "concat"]), default="mean", show_default=True,
