@@ -21,7 +21,6 @@ example with its distinctive words. Each output's data is read back from its rep
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.personalization_cmd import load_examples
+from pool_personalization import read_report  # this folder: scripts/
 
 CLASSES = ("own-only", "both", "partner-only", "none")
 _WORD = re.compile(r"[a-z]+|!+|#\w+")
@@ -93,12 +93,7 @@ def main() -> None:
     parser.add_argument("outputs", nargs="+", type=Path, help="personalization-check --output folders")
     parser.add_argument("--list", action="store_true", help="print every lost example with its distinctive words")
     args = parser.parse_args()
-    rows = []
-    for path in args.outputs:
-        file = path / "personalization.json"
-        if not file.is_file():
-            raise SystemExit(f"Error: {file} not found (give a personalization-check --output folder)")
-        rows.extend(classify(json.loads(file.read_text())))
+    rows = [row for path in args.outputs for row in classify(read_report(path))]
     print("| target's distinctive words | examples | own better |\n|---|---|---|")
     for kind, (n, won) in own_better_by_class(rows).items():
         print(f"| {kind} | {n} | {won / n:.1%} |")
