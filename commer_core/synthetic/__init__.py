@@ -60,6 +60,7 @@ from commer_core.synthetic.vocabulary import (
     TRAIN,
     TWEETS,
     WIDE_TRAIN_FACTS,
+    WIDE_TRAIN_STYLES,
 )
 
 
@@ -115,6 +116,14 @@ def _casing(text: str, how: str) -> str:
         return text.lower()
     if how == "lower_nopunct":
         return re.sub(r"[.,!?]", "", text.lower())
+    if how == "upper":
+        return text.upper()
+    if how == "upper_nopunct":
+        return re.sub(r"[.,!?]", "", text.upper())
+    if how == "nopunct":
+        return re.sub(r"[.,!?]", "", text)
+    if how == "nocap":
+        return text[:1].lower() + text[1:]
     if how == "shout_first":
         return " ".join([words[0].upper(), *words[1:]])
     if how == "shout_longest":
@@ -142,14 +151,21 @@ _TRANSFORMS: dict[str, _Transform] = {
 }
 
 
-def _make_traits(rng: random.Random, pool: str) -> tuple[StyleTrait, ...]:
+def style_families(feature: str, pool: str, wide_train_styles: bool = False) -> dict[str, list[Any]]:
+    """The families of ``feature`` a pool's users draw from; ``wide_train_styles`` adds WIDE_TRAIN_STYLES
+    to TRAIN only."""
+    families = STYLE_FAMILIES[feature][pool]
+    return {**families, **WIDE_TRAIN_STYLES[feature]} if wide_train_styles and pool == TRAIN else families
+
+
+def _make_traits(rng: random.Random, pool: str, wide_train_styles: bool) -> tuple[StyleTrait, ...]:
     """4-7 of the features, each from one family of ``pool`` with 2-3 wordings and a rate in [0.3, 0.8]."""
     chosen = [f for f in FEATURES if rng.random() < 0.8]
     while len(chosen) < 4:
         chosen = sorted(set(chosen) | {rng.choice(FEATURES)}, key=FEATURES.index)
     traits = []
     for feature in chosen:
-        families = STYLE_FAMILIES[feature][pool]
+        families = style_families(feature, pool, wide_train_styles)
         family = rng.choice(sorted(families))
         k = 3 if feature == "abbrev" else 2
         variants = tuple(rng.sample(families[family], min(k, len(families[family]))))
@@ -170,13 +186,16 @@ def _make_facts(rng: random.Random, pool: str, wide_train_facts: bool) -> dict[s
     return facts
 
 
-def make_personas(n: int, seed: int = 0, split: str = TRAIN, wide_train_facts: bool = False) -> list[Persona]:
+def make_personas(n: int, seed: int = 0, split: str = TRAIN, wide_train_facts: bool = False,
+                  wide_train_styles: bool = False) -> list[Persona]:
     """``n`` users for ``split``: facts and style families from that split's pools (see ``pool_for_split``;
-    ``wide_train_facts``: see ``fact_values``; held-out users are the same either way)."""
+    ``wide_train_facts``: see ``fact_values``, ``wide_train_styles``: see ``style_families``; held-out users
+    are the same either way)."""
     pool = pool_for_split(split)
     rng = random.Random(f"commer-synthetic-personas/{seed}/{split}")
     return [Persona(user=f"u{seed}-{split}-{i:04d}", facts=_make_facts(rng, pool, wide_train_facts),
-                    initial=rng.choice(string.ascii_uppercase), traits=_make_traits(rng, pool)) for i in range(n)]
+                    initial=rng.choice(string.ascii_uppercase), traits=_make_traits(rng, pool, wide_train_styles))
+            for i in range(n)]
 
 
 def template_slots(template: str) -> set[str]:
@@ -289,6 +308,7 @@ def write_synthetic_lamp(
     questions_per_user: int = 2,
     seed: int = 0,
     wide_train_facts: bool = False,
+    wide_train_styles: bool = False,
 ) -> dict[str, int]:
     """Write ``{split}/{split}_questions.json`` + ``{split}_outputs.json`` for new users per split.
 
@@ -296,7 +316,8 @@ def write_synthetic_lamp(
     hold disjoint personas; "train" uses the TRAIN pools and every other split the
     HELD-OUT pools, so dev measures personalization of unseen kinds of users.
     ``wide_train_facts`` gives train users about five times as many fact values to
-    draw from (``WIDE_TRAIN_FACTS``), too many to memorise one by one.
+    draw from (``WIDE_TRAIN_FACTS``), too many to memorise one by one; ``wide_train_styles``
+    about three times as many style families (``WIDE_TRAIN_STYLES``). Held-out users are unchanged.
     Returns the number of questions per split.
     """
     if task not in ("lamp4", "lamp7"):
@@ -310,7 +331,8 @@ def write_synthetic_lamp(
     counts: dict[str, int] = {}
     for split, n in users.items():
         examples: list[tuple[dict, str]] = []
-        for persona in make_personas(n, seed=seed, split=split, wide_train_facts=wide_train_facts):
+        for persona in make_personas(n, seed=seed, split=split, wide_train_facts=wide_train_facts,
+                                     wide_train_styles=wide_train_styles):
             tag = f"commer-synthetic/{task}/{seed}/{split}/{persona.user}"
             examples += make_user(persona, random.Random(tag), profile_size, questions_per_user,
                                   lambda q, tag=tag: random.Random(f"{tag}/q{q}"))

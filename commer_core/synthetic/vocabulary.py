@@ -115,6 +115,34 @@ STYLE_FAMILIES: dict[str, dict[str, dict[str, list[Any]]]] = {
         HELDOUT: {"radio": ["over and out", "/end", "end transmission"], "love": ["love ya", "hugs", "much love"]},
     },
 }
+# Extra TRAIN style families, used only with ``wide_train_styles``: so many kinds of writing habit per feature
+# that a compressor cannot learn each family as a class and must carry whatever wording a user's documents
+# show, which is what held-out kinds of users need (no family name or wording is held out; a test checks it).
+# Casing wordings are modes of ``_casing``.
+WIDE_TRAIN_STYLES: dict[str, dict[str, list[Any]]] = {
+    "abbrev": {"contractions": [("I am", "I'm"), ("cannot", "can't"), ("do not", "don't"), ("is not", "isn't")],
+               "numeric": [("before", "b4"), ("great", "gr8"), ("tonight", "2nite"), ("one", "1")],
+               "clipped": [("today", "2day"), ("about", "abt"), ("again", "agn"), ("new", "nu")],
+               "phonetic": [("my", "mah"), ("what", "wut"), ("your", "ur"), ("night", "nite")]},
+    "exclaim": {"tilde": ["~", "~~"], "wonder": ["?", "??"], "gasp": [" :O", " 0_0"], "ones": ["!1", "!!1"]},
+    "opener": {"excited": ["guess what,", "get this:", "so excited,"], "sleepy": ["yawn,", "zzz", "too early,"],
+               "shy": ["um,", "uh,", "erm,"], "notice": ["PSA:", "reminder:", "note to self:"],
+               "soft": ["aww,", "aw,", "d'aww,"], "grumpy": ["seriously,", "come on,", "why,"],
+               "pondering": ["random thought:", "shower thought:", "fun fact:"],
+               "storyteller": ["once again,", "as usual,", "like clockwork,"]},
+    "casing": {"allcaps": ["upper", "upper_nopunct"], "bare": ["nopunct", "nocap"]},
+    "closer": {"wink": [";)", ";D", ";-)"], "cool": ["B)", "8)", "😎"], "grumble": ["smh", "fml", "oof"],
+               "tears": [":'(", "T_T", ":("], "cheer": ["yeet", "woot", "boom"], "fire": ["🔥", "💯", "🔥🔥"],
+               "thumbs": ["👍", "👌", "✌️"], "okay": ["k", "ok", "kk"]},
+    "hashtag": {"fitness": ["#fitlife", "#gains", "#motivation"], "throwback": ["#tbt", "#throwback", "#memories"],
+                "cozy": ["#cozy", "#hygge", "#homebody"], "funny": ["#fun", "#lol", "#funny"],
+                "happy": ["#love", "#happy", "#smile"], "hometown": ["#citylife", "#local", "#hometown"],
+                "weekday": ["#mondays", "#midweek", "#fridayfeeling"], "musing": ["#random", "#thoughts", "#justsaying"]},
+    "signoff": {"bye": ["bye!", "bye for now", "byeee"], "night": ["night all", "nighty night", "sleep well"],
+                "ttyl": ["ttyl", "talk soon", "catch ya"], "marked": ["-- {initial}", "xx {initial}", "{initial} out"],
+                "care": ["stay safe", "take care", "be well"], "signed": ["yours, {initial}", "signed, {initial}",
+                                                                        "from {initial}"]},
+}
 # Order of application: word-level changes first, casing over opener + body, then the appended marks.
 FEATURES = ["abbrev", "exclaim", "opener", "casing", "closer", "hashtag", "signoff"]
 SMALL_WORDS = {"a", "an", "the", "of", "in", "on", "to", "and", "at", "for", "with", "is"}

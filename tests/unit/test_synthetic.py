@@ -10,7 +10,8 @@ import pytest
 
 from commer_core.data.lamp import load_lamp
 from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, WIDE_TRAIN_FACTS,
-                                   fact_values, make_personas, styled_profile, write_synthetic_lamp)
+                                   WIDE_TRAIN_STYLES, fact_values, make_personas, style_families, styled_profile,
+                                   write_synthetic_lamp)
 
 # Generic words of the neutral input -> the fact values that must then be predictable from the profile.
 _GENERIC_FACTS = {"lamp7": {"my pet": ["pet_name"], "my city": ["city"], "my team": ["team"],
@@ -71,6 +72,31 @@ def test_wide_train_facts_widen_train_users_only_and_never_reach_a_heldout_value
     write_synthetic_lamp(tmp_path / "wide", users={"train": 2, "dev": 2}, seed=2, wide_train_facts=True)
     dev_outputs = "dev/dev_outputs.json"
     assert (tmp_path / "wide" / dev_outputs).read_bytes() == (tmp_path / "plain" / dev_outputs).read_bytes()
+
+
+def test_wide_train_styles_widen_train_users_only_and_never_reach_a_heldout_family_or_wording(tmp_path):
+    for feature, pools in STYLE_FAMILIES.items():
+        heldout = pools[HELDOUT]
+        wide = WIDE_TRAIN_STYLES[feature]
+        assert not set(wide) & (set(heldout) | set(pools[TRAIN])), feature
+        assert not {str(v) for f in wide.values() for v in f} & {str(v) for f in heldout.values() for v in f}, feature
+    wide = make_personas(300, seed=2, split="train", wide_train_styles=True)
+    assert all(t.family in style_families(t.feature, TRAIN, True) for p in wide for t in p.traits)
+    for feature in STYLE_FAMILIES:  # the added families are drawn, and each styles a text
+        drawn = {t.family for p in wide for t in p.traits if t.feature == feature}
+        assert drawn & set(WIDE_TRAIN_STYLES[feature]) and len(drawn) > len(STYLE_FAMILIES[feature][TRAIN]), feature
+    text = "Cannot believe I am at the game again tonight, what a great night for my team and your new one today."
+    for persona in wide[:60]:
+        for trait in persona.traits:
+            if trait.family in WIDE_TRAIN_STYLES[trait.feature]:
+                assert trait.feature in persona.apply(text, {trait.feature}, random.Random(0))[1], trait
+    for split in ("dev", "test"):
+        assert make_personas(20, seed=2, split=split, wide_train_styles=True) == make_personas(20, seed=2, split=split)
+    write_synthetic_lamp(tmp_path / "plain", users={"train": 2, "dev": 2}, seed=2)
+    write_synthetic_lamp(tmp_path / "wide", users={"train": 2, "dev": 2}, seed=2, wide_train_styles=True)
+    dev_outputs = "dev/dev_outputs.json"
+    assert (tmp_path / "wide" / dev_outputs).read_bytes() == (tmp_path / "plain" / dev_outputs).read_bytes()
+    assert (tmp_path / "wide/train/train_outputs.json").read_bytes() != (tmp_path / "plain/train/train_outputs.json").read_bytes()
 
 
 def test_no_single_profile_item_shows_the_whole_style_but_the_profile_does():
