@@ -57,6 +57,16 @@ def test_train_and_heldout_pools_share_no_style_family_and_no_fact_value():
             assert all(t.family in STYLE_FAMILIES[t.feature][pool] for t in persona.traits)
 
 
+def _assert_only_train_users_change(tmp_path, **widen: bool) -> None:
+    """A widening option changes the train users' files and leaves dev and test users byte-identical."""
+    for split in ("dev", "test"):
+        assert make_personas(20, seed=2, split=split, **widen) == make_personas(20, seed=2, split=split)
+    write_synthetic_lamp(tmp_path / "plain", users={"train": 2, "dev": 2}, seed=2)
+    write_synthetic_lamp(tmp_path / "wide", users={"train": 2, "dev": 2}, seed=2, **widen)
+    for name, same in (("dev/dev_outputs.json", True), ("train/train_outputs.json", False)):
+        assert ((tmp_path / "wide" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()) is same, name
+
+
 def test_wide_train_facts_widen_train_users_only_and_never_reach_a_heldout_value(tmp_path):
     heldout = {v.lower() for values in FACT_POOLS[HELDOUT].values() for v in values}
     assert not {v.lower() for values in WIDE_TRAIN_FACTS.values() for v in values} & heldout
@@ -66,12 +76,7 @@ def test_wide_train_facts_widen_train_users_only_and_never_reach_a_heldout_value
     for fact, values in FACT_POOLS[TRAIN].items():
         drawn = {p.facts[fact] for p in wide}
         assert drawn & set(WIDE_TRAIN_FACTS[fact]) and len(drawn) > len(values), fact
-    for split in ("dev", "test"):
-        assert make_personas(20, seed=2, split=split, wide_train_facts=True) == make_personas(20, seed=2, split=split)
-    write_synthetic_lamp(tmp_path / "plain", users={"train": 2, "dev": 2}, seed=2)
-    write_synthetic_lamp(tmp_path / "wide", users={"train": 2, "dev": 2}, seed=2, wide_train_facts=True)
-    dev_outputs = "dev/dev_outputs.json"
-    assert (tmp_path / "wide" / dev_outputs).read_bytes() == (tmp_path / "plain" / dev_outputs).read_bytes()
+    _assert_only_train_users_change(tmp_path, wide_train_facts=True)
 
 
 def test_wide_train_styles_widen_train_users_only_and_never_reach_a_heldout_family_or_wording(tmp_path):
@@ -90,13 +95,7 @@ def test_wide_train_styles_widen_train_users_only_and_never_reach_a_heldout_fami
         for trait in persona.traits:
             if trait.family in WIDE_TRAIN_STYLES[trait.feature]:
                 assert trait.feature in persona.apply(text, {trait.feature}, random.Random(0))[1], trait
-    for split in ("dev", "test"):
-        assert make_personas(20, seed=2, split=split, wide_train_styles=True) == make_personas(20, seed=2, split=split)
-    write_synthetic_lamp(tmp_path / "plain", users={"train": 2, "dev": 2}, seed=2)
-    write_synthetic_lamp(tmp_path / "wide", users={"train": 2, "dev": 2}, seed=2, wide_train_styles=True)
-    dev_outputs = "dev/dev_outputs.json"
-    assert (tmp_path / "wide" / dev_outputs).read_bytes() == (tmp_path / "plain" / dev_outputs).read_bytes()
-    assert (tmp_path / "wide/train/train_outputs.json").read_bytes() != (tmp_path / "plain/train/train_outputs.json").read_bytes()
+    _assert_only_train_users_change(tmp_path, wide_train_styles=True)
 
 
 def test_no_single_profile_item_shows_the_whole_style_but_the_profile_does():
