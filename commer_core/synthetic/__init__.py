@@ -110,18 +110,18 @@ class Persona:
         return self.apply(text, self.draw_features(rng), rng)[0]
 
 
+_PUNCTUATION = re.compile(r"[.,!?]")
+
+
 def _casing(text: str, how: str) -> str:
+    if how.endswith("nopunct"):  # "nopunct", "lower_nopunct", "upper_nopunct": the case change, then no punctuation
+        case = how.removesuffix("nopunct").rstrip("_")
+        return _PUNCTUATION.sub("", _casing(text, case) if case else text)
     words = text.split(" ")
     if how == "lower":
         return text.lower()
-    if how == "lower_nopunct":
-        return re.sub(r"[.,!?]", "", text.lower())
     if how == "upper":
         return text.upper()
-    if how == "upper_nopunct":
-        return re.sub(r"[.,!?]", "", text.upper())
-    if how == "nopunct":
-        return re.sub(r"[.,!?]", "", text)
     if how == "nocap":
         return text[:1].lower() + text[1:]
     if how == "shout_first":
