@@ -15,7 +15,8 @@ tried in this order:
 ``dev`` and ``validation`` (also ``valid``, ``val``) name the same split. Every table's
 columns are checked (:func:`~commer_core.data.examples.check_example_columns`). Not
 re-exported by ``commer_core.data``: importing ``datasets`` takes seconds, and only the
-``train`` and ``evaluate`` commands need it.
+``train`` and ``evaluate`` commands need it, for the two layouts it names (a Parquet dataset
+folder, a ``save_to_disk`` folder); a ``prepare`` output or an examples file is read without it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import datasets
-from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
 from commer_core.data.examples import (
     DataFormatError,
@@ -107,6 +105,8 @@ def open_examples(data: str | Path) -> ExampleData:
 
 def _parquet_splits(data: Path) -> dict[str, tuple[str, ...]]:
     """Split -> Parquet files of a folder, by ``datasets``' own naming rules."""
+    from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+
     try:
         files = DataFilesDict.from_patterns(get_data_patterns(str(data)), base_path=str(data))
     except (EmptyDatasetError, FileNotFoundError) as exc:
@@ -120,6 +120,8 @@ def _parquet_splits(data: Path) -> dict[str, tuple[str, ...]]:
 
 def _read_saved_dataset(folder: str) -> list[Example]:
     """One ``Dataset.save_to_disk`` folder, read through ``datasets`` (memory-mapped Arrow)."""
+    import datasets
+
     dataset = datasets.load_from_disk(folder)
     if not isinstance(dataset, datasets.Dataset):
         raise DataFormatError(f"{folder}: a datasets folder of several splits; pass its parent folder")
