@@ -38,10 +38,46 @@ CONFIG_FILE = "commer_config.json"
 EMBEDDINGS_FILE = "compression_embeddings.safetensors"
 ADAPTER_DIR = "adapter"
 CHECKSUMS_FILE = "checksums.json"
+# A fixed text whose token ids pin how the tokenizer splits text: two conversions of one
+# vocabulary can differ in byte fallback, spaces and the end-of-sequence token (seen: the GGUF
+# conversion of transformers 5.17 makes <|im_start|> SmolLM2's eos, 5.25 <|im_end|>).
+TOKENIZER_PROBE = "Héllo  wörld!\t🙂 #tag\n<|im_start|>user\nhi<|im_end|>"
 
 
 class CheckpointError(CommerError, ValueError):
     """A checkpoint is missing, altered, or does not fit the backbone it is loaded on."""
+
+
+def tokenizer_record(tokenizer: Any) -> dict[str, Any]:
+    """What a checkpoint records of the tokenizer it was trained with (checked on load)."""
+    ids = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    return {
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "probe_sha256": hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest(),
+    }
+
+
+def check_tokenizer(recorded: dict[str, Any] | None, tokenizer: Any, what: str) -> None:
+    """Refuse a tokenizer that differs from the recorded one in any fact the record holds.
+
+    The weights' sha256 does not cover the tokenizer: the same weights with another eos token
+    score and generate differently. Records written before ``probe_sha256`` are checked on the rest.
+    """
+    if not recorded:
+        return
+    current = tokenizer_record(tokenizer)
+    differ = [f"{key} {recorded[key]!r} here {current[key]!r}"
+              for key in ("vocab_size", "pad_token_id", "eos_token_id", "probe_sha256")
+              if key in recorded and recorded[key] != current[key]]
+    if differ:
+        raise CheckpointError(
+            f"{what} was trained with another tokenizer than this backbone's ({'; '.join(differ)}): "
+            "the checkpoint or the model folder was made under another transformers version (the built-in "
+            "model's conversion depends on it); use a checkpoint trained on this install, or reinstall with "
+            "scripts/install.sh and remove the model folder under $COMMER_HOME/models to rebuild it")
 
 
 def save_checkpoint(
@@ -58,12 +94,7 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "compressor": compressor.config.to_dict(),
         "base_model": {"name": backbone.name, "weights_sha256": backbone.weights_sha256},
-        "tokenizer": {
-            "class": type(backbone.tokenizer).__name__,
-            "vocab_size": len(backbone.tokenizer),
-            "pad_token_id": backbone.tokenizer.pad_token_id,
-            "eos_token_id": backbone.tokenizer.eos_token_id,
-        },
+        "tokenizer": tokenizer_record(backbone.tokenizer),
         "trained": trained,
         "training": training or {},
     }
@@ -144,6 +175,7 @@ def load_checkpoint(
             f"(weights sha256 {base['weights_sha256'][:12]}...) but the backbone given is "
             f"{backbone.name!r} (sha256 {backbone.weights_sha256[:12]}...); pass the matching --base-model"
         )
+    check_tokenizer(config.get("tokenizer"), backbone.tokenizer, f"checkpoint {path}")
     compressor = Compressor(backbone, CompressorConfig.from_dict(config["compressor"]))
     saved = load_file(path / EMBEDDINGS_FILE)
     wanted = compressor.soft_tensors()

@@ -35,7 +35,12 @@ class MethodSpec:
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
-    """ROUGE-1 and ROUGE-L F-measure per pair (rouge_score, default settings, no stemmer)."""
+    """ROUGE-1 and ROUGE-L F-measure per pair (rouge_score, default settings, no stemmer).
+
+    With no pairs (``evaluate --generate 0``) ``rouge_score`` is not imported: it loads nltk.
+    """
+    if not predictions:
+        return []
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from commer_core.backbone import Backbone, load_backbone
-from commer_core.checkpoint import CONFIG_FILE, load_checkpoint, read_config, save_checkpoint
+from commer_core.checkpoint import CONFIG_FILE, check_tokenizer, load_checkpoint, read_config, save_checkpoint, tokenizer_record
 from commer_core.compressor import Compressor
 from commer_core.defaults import default_checkpoint_path
 from commer_core.files import replace_dir, staging_dir
@@ -40,6 +40,7 @@ def save_method(method: Method, path: str | Path, *, training: dict[str, Any]) -
     meta = {
         "method": method.name,
         "base_model": {"name": backbone.name, "weights_sha256": backbone.weights_sha256},
+        "tokenizer": tokenizer_record(backbone.tokenizer),
         "num_embeddings": method.num_embeddings,
         "budget": method.budget,
         "training": training,
@@ -96,6 +97,7 @@ def load_method(
     backbone = load_backbone(meta["base_model"]["name"], device=device, dtype=dtype)
     if backbone.weights_sha256 != meta["base_model"]["weights_sha256"]:
         raise TrainingError(f"{path} was trained on other weights of {meta['base_model']['name']!r}")
+    check_tokenizer(meta.get("tokenizer"), backbone.tokenizer, str(path))
     method = PromptTuningMethod(generator_only(backbone), num_embeddings=meta["num_embeddings"],
                                 budget=meta["budget"] if budget is None else budget)
     _load_prompt(method, path)
@@ -159,6 +161,7 @@ def graft_shared_prompt(compressor: Compressor, source: Path) -> None:
             f"{meta.get('method')} k={meta.get('num_embeddings')} budget={meta.get('budget')}")
     if meta["base_model"]["weights_sha256"] != compressor.backbone.weights_sha256:
         raise TrainingError(f"--shared-prompt-from {source}: trained on other weights of {meta['base_model']['name']!r}")
+    check_tokenizer(meta.get("tokenizer"), compressor.backbone.tokenizer, f"--shared-prompt-from {source}")
     with torch.no_grad():
         compressor.prompt_bias.copy_(load_file(source / PROMPT_FILE)["prompt_embeddings"])
 

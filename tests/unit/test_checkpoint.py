@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from commer_core.backbone import load_backbone
-from commer_core.checkpoint import CheckpointError, fingerprint, load_checkpoint, read_config, save_checkpoint
+from commer_core.checkpoint import CheckpointError, _sha256, fingerprint, load_checkpoint, read_config, save_checkpoint
 from tests.helpers import DOCS, make_compressor
 
 
@@ -84,6 +84,32 @@ def test_a_different_base_model_is_refused(saved, tmp_path):
     with pytest.raises(CheckpointError, match="made for base model"):
         load_checkpoint(path, other)
     assert config["base_model"]["name"] == "tiny-random"
+
+
+def _edit_tokenizer_record(path, **changes):
+    """Rewrite the checkpoint's tokenizer record and re-sum it, as a checkpoint made elsewhere would be."""
+    config = json.loads((path / "commer_config.json").read_text())
+    config["tokenizer"].update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del config["tokenizer"][key]
+    (path / "commer_config.json").write_text(json.dumps(config))
+    _resum(path, lambda sums: {**sums, "commer_config.json": _sha256(path / "commer_config.json")})
+
+
+def test_a_checkpoint_trained_with_another_tokenizer_is_refused_naming_what_differs(saved):
+    _, path, _ = saved
+    recorded = read_config(path)["tokenizer"]
+    assert recorded["eos_token_id"] == 2 and len(recorded["probe_sha256"]) == 64
+    # the same weights converted by transformers 5.17 made <|im_start|> (id 1) the eos token
+    _edit_tokenizer_record(path, eos_token_id=1, pad_token_id=1)
+    with pytest.raises(CheckpointError, match=r"another tokenizer .*pad_token_id 1 here 2; eos_token_id 1 here 2"):
+        load_checkpoint(path)
+    _edit_tokenizer_record(path, eos_token_id=2, pad_token_id=2, probe_sha256="0" * 64)
+    with pytest.raises(CheckpointError, match="probe_sha256"):
+        load_checkpoint(path)
+    # a record written before the probe existed (the bundled checkpoint's) is checked on the rest
+    _edit_tokenizer_record(path, probe_sha256=None)
+    assert load_checkpoint(path).config.num_embeddings == 4
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from commer_core.checkpoint import load_checkpoint, read_config
+from commer_core.checkpoint import CheckpointError, load_checkpoint, read_config
 from commer_core.data import Document, Example
 from commer_core.training import (
     CommerMethod,
@@ -248,6 +248,15 @@ def test_shared_prompt_from_a_prompt_tuning_checkpoint_starts_the_centred_bias(t
                       progress=False)
     with pytest.raises(TrainingError, match="--raw-budget 0"):
         build_method(_config(prompt_norm="center"), shared_prompt_from=with_docs.checkpoint)
+    # a prompt trained with another tokenizer (here: another eos token) is refused, loaded or grafted
+    meta_file = pt.checkpoint / "method.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["tokenizer"]["eos_token_id"] == 2
+    meta_file.write_text(json.dumps({**meta, "tokenizer": {**meta["tokenizer"], "eos_token_id": 1}}))
+    with pytest.raises(CheckpointError, match="eos_token_id 1 here 2"):
+        build_method(_config(prompt_norm="center"), shared_prompt_from=pt.checkpoint)
+    with pytest.raises(CheckpointError, match="eos_token_id 1 here 2"):
+        load_method(pt.checkpoint)
 
 
 def test_freeze_shared_prompt_keeps_the_grafted_bias_and_trains_the_rest(tmp_path):

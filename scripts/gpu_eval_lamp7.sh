@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The 16-token headline of docs/RESULTS.md "Session 27" on one GPU: prompt tuning (pt-k16) and the two
+# ComMer runs (commer-k16-CL, commer-k16-CD) of scripts/gpu_train_lamp7.sh beside no prompt and raw
+# documents cut to 16 tokens, on synth10's dev and test users and the held-out seeds 5-9 (all 64
+# examples each, 8 documents), with the personalization gap; one `evaluate` per user set, three at once.
+#
+#   CKPT=runs/gpu DATA=runs OUT=/tmp/gpu-eval bash scripts/gpu_eval_lamp7.sh
+#
+# CKPT holds PT/, CL/, CD/ (checkpoints); DATA holds synth10/ and fresh5/ ... fresh9/ (`prepare` outputs).
+set -uo pipefail
+OUT=${OUT:-/tmp/commer-gpu-eval}
+CKPT=${CKPT:-runs/gpu}
+DATA=${DATA:-runs}
+DEVICE=${DEVICE:-cuda} MAX_EXAMPLES=${MAX_EXAMPLES:-64}
+PY=${PYTHON:-python3}
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+mkdir -p "$OUT"
+# the baselines load no checkpoint, so check the tokenizer here (session 27: transformers 5.17 converts another)
+$PY -c "from commer_core.checkpoint import load_checkpoint; load_checkpoint('commer_core/assets/default-checkpoint')" \
+  || { echo "the tokenizer differs from the bundled checkpoint's" | tee -a "$OUT/driver.log"; exit 1; }
+EV="--checkpoint pt-k16=$CKPT/PT --checkpoint commer-k16-CL=$CKPT/CL --checkpoint commer-k16-CD=$CKPT/CD
+  --baseline none --baseline raw_docs --raw-budget 16 --no-untrained --docs-at-test 8 --max-examples $MAX_EXAMPLES
+  --generate 0 --max-input-tokens 64 --max-target-tokens 40 --threads 4 --bf16 --device $DEVICE --no-progress"
+evaluate() {  # NAME DATA SPLIT
+  $PY -m jobs.cli evaluate $EV --data "$2" --split "$3" --output "$OUT/eval-$1" >"$OUT/eval-$1.log" 2>&1
+  echo "$1: exit $?" | tee -a "$OUT/driver.log"
+}
+evaluate dev "$DATA/synth10" dev & evaluate test "$DATA/synth10" test & evaluate fresh5 "$DATA/fresh5" dev &
+wait
+for s in 6 7 8 9; do evaluate fresh$s "$DATA/fresh$s" dev & done
+wait
+tar -czf "$OUT/eval.tgz" -C "$OUT" $(cd "$OUT" && ls -d eval-*)
