@@ -6,7 +6,8 @@
 #
 #   CKPT=runs/gpu DATA=runs OUT=/tmp/gpu-eval bash scripts/gpu_eval_lamp7.sh
 #
-# CKPT holds PT/, CL/, CD/ (checkpoints); DATA holds synth10/ and fresh5/ ... fresh9/ (`prepare` outputs).
+# CKPT holds PT/, CL/, CD/ (checkpoints); DATA holds synth10/ and fresh5/ ... fresh9/ (`prepare` outputs);
+# TOKENIZER_FROM as in scripts/gpu_model_setup.sh.
 set -uo pipefail
 OUT=${OUT:-/tmp/commer-gpu-eval}
 CKPT=${CKPT:-runs/gpu}
@@ -15,9 +16,7 @@ DEVICE=${DEVICE:-cuda} MAX_EXAMPLES=${MAX_EXAMPLES:-64}
 PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
-# the baselines load no checkpoint, so check the tokenizer here (session 27: transformers 5.17 converts another)
-$PY -c "from commer_core.checkpoint import load_checkpoint; load_checkpoint('commer_core/assets/default-checkpoint')" \
-  || { echo "the tokenizer differs from the bundled checkpoint's" | tee -a "$OUT/driver.log"; exit 1; }
+source scripts/gpu_model_setup.sh  # the baselines load no checkpoint: the tokenizer is checked here
 EV="--checkpoint pt-k16=$CKPT/PT --checkpoint commer-k16-CL=$CKPT/CL --checkpoint commer-k16-CD=$CKPT/CD
   --baseline none --baseline raw_docs --raw-budget 16 --no-untrained --docs-at-test 8 --max-examples $MAX_EXAMPLES
   --generate 0 --max-input-tokens 64 --max-target-tokens 40 --threads 4 --bf16 --device $DEVICE --no-progress"

