@@ -9,23 +9,24 @@
 # CKPT holds PT/, CL/, CD/ (checkpoints); DATA holds synth10/ and fresh5/ ... fresh9/ (`prepare` outputs);
 # TOKENIZER_FROM as in scripts/gpu_model_setup.sh.
 set -uo pipefail
-OUT=${OUT:-/tmp/commer-gpu-eval}
+OUT=${OUT:-/tmp/commer-gpu-eval}  # receives gpu.txt, driver.log and eval.tgz (the evaluate outputs) only
+WORK=${WORK:-/tmp/commer-gpu-eval-work}
 CKPT=${CKPT:-runs/gpu}
 DATA=${DATA:-runs}
 DEVICE=${DEVICE:-cuda} MAX_EXAMPLES=${MAX_EXAMPLES:-64}
 PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$WORK"
 source scripts/gpu_model_setup.sh  # the baselines load no checkpoint: the tokenizer is checked here
 EV="--checkpoint pt-k16=$CKPT/PT --checkpoint commer-k16-CL=$CKPT/CL --checkpoint commer-k16-CD=$CKPT/CD
   --baseline none --baseline raw_docs --raw-budget 16 --no-untrained --docs-at-test 8 --max-examples $MAX_EXAMPLES
   --generate 0 --max-input-tokens 64 --max-target-tokens 40 --threads 4 --bf16 --device $DEVICE --no-progress"
 evaluate() {  # NAME DATA SPLIT
-  $PY -m jobs.cli evaluate $EV --data "$2" --split "$3" --output "$OUT/eval-$1" >"$OUT/eval-$1.log" 2>&1
+  $PY -m jobs.cli evaluate $EV --data "$2" --split "$3" --output "$WORK/eval-$1" >"$WORK/eval-$1.log" 2>&1
   echo "$1: exit $?" | tee -a "$OUT/driver.log"
 }
 evaluate dev "$DATA/synth10" dev & evaluate test "$DATA/synth10" test & evaluate fresh5 "$DATA/fresh5" dev &
 wait
 for s in 6 7 8 9; do evaluate fresh$s "$DATA/fresh$s" dev & done
 wait
-tar -czf "$OUT/eval.tgz" -C "$OUT" $(cd "$OUT" && ls -d eval-*)
+tar -czf "$OUT/eval.tgz" -C "$WORK" $(cd "$WORK" && ls -d eval-*)

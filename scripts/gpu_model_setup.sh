@@ -14,9 +14,12 @@ model_dir=$($PY -c "from commer_core.backbone import resolve_model_folder; print
 if [[ -n ${TOKENIZER_FROM:-} ]]; then
   cp "$TOKENIZER_FROM"/{tokenizer.json,tokenizer_config.json,chat_template.jinja} "$model_dir/" || exit 1
 fi
-$PY -c "from commer_core.backbone import weights_sha256; print('smollm2-135m weights sha256', weights_sha256(
-__import__('pathlib').Path('$model_dir')))
-from commer_core.checkpoint import load_checkpoint; load_checkpoint('commer_core/assets/default-checkpoint')
+$PY -c "from pathlib import Path
+from commer_core.backbone import weights_sha256
+from commer_core.checkpoint import load_checkpoint
+sha = weights_sha256(Path('$model_dir'))
+load_checkpoint('commer_core/assets/default-checkpoint')
+print('smollm2-135m weights sha256', sha)
 print('tokenizer: as the bundled checkpoint records')" 2>&1 | tail -2 | tee -a "$OUT/gpu.txt"
 grep -q "tokenizer: as the bundled checkpoint records" "$OUT/gpu.txt" \
   || { echo "the built-in model's weights or tokenizer differ from the bundled checkpoint's (see $OUT/gpu.txt)"; exit 1; }
