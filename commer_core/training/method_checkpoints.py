@@ -18,7 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from commer_core.backbone import Backbone, load_backbone
-from commer_core.checkpoint import CONFIG_FILE, check_tokenizer, load_checkpoint, read_config, save_checkpoint, tokenizer_record
+from commer_core.checkpoint import (
+    CONFIG_FILE, check_tokenizer, load_checkpoint, read_config, save_checkpoint, tokenizer_record,
+)
 from commer_core.compressor import Compressor
 from commer_core.defaults import default_checkpoint_path
 from commer_core.files import replace_dir, staging_dir
