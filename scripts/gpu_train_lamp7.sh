@@ -11,6 +11,8 @@
 # (cosine decay to 0, final dev check, checkpoint) inside BUDGET_S seconds from the start; a run
 # that overruns is stopped with SIGINT (its state is saved) and its last state becomes checkpoint/.
 # Each run's checkpoint/, best/, train_log.jsonl and train_summary.json come back as $OUT/NAME.tgz.
+# RECIPES picks some of the five (CL needs PT); STEP_S skips the probe with seconds a step already
+# measured, e.g. STEP_S="GW=1.7 GS=1.6 PT=0.31 CD=1.35" (session 27's five at once; fewer runs go faster).
 #
 #   DATA=.devcache/gpu2/data TOKENIZER_FROM=/tmp/g/tok BUDGET_S=520 bash scripts/gpu_train_lamp7.sh   # scripts/gpu_carry.sh
 #
@@ -24,6 +26,7 @@ DATA=${DATA:-runs}
 BUDGET_S=${BUDGET_S:-520}
 RUNS=${RUNS:-runs/gpu}
 DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-16} PROBE_STEPS=${PROBE_STEPS:-8} DEV_EXAMPLES=${DEV_EXAMPLES:-32}
+RECIPES=" ${RECIPES:-GW GS PT CD CL} " STEP_S=${STEP_S:-}
 INIT=commer_core/assets/default-checkpoint
 PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -73,31 +76,42 @@ train() {  # NAME STEPS SECONDS: train with a dev check 8 times, stopped by SIGI
   fi
 }
 
-# probe: PROBE_STEPS steps of each recipe side by side (CL's cost is CD's: the same passes)
-for name in GW GS PT CD; do
-  timeout 150 $PY -m jobs.cli train ${ARGS[$name]} --steps "$PROBE_STEPS" --eval-every 0 --save-every 0 \
-    --output "$RUNS/probe-$name" >"$RUNS/probe-$name.log" 2>&1 &
-done
-wait
+wanted() { [[ $RECIPES == *" $1 "* ]]; }
+probed=()
+for name in GW GS PT CD; do wanted "$name" || { [[ $name == CD ]] && wanted CL; } && probed+=("$name"); done
 declare -A SEC
-for name in GW GS PT CD; do
-  SEC[$name]=$(step_seconds "$RUNS/probe-$name" 2>/dev/null || echo 1)
-  log "probe $name: ${SEC[$name]} s/step"; tail -3 "$RUNS/probe-$name.log" >>"$OUT/driver.log"
-done
+for pair in $STEP_S; do SEC[${pair%%=*}]=${pair#*=}; done
+if [[ -z $STEP_S ]]; then  # probe: PROBE_STEPS steps of each recipe side by side (CL's cost is CD's: the same passes)
+  for name in "${probed[@]}"; do
+    timeout 150 $PY -m jobs.cli train ${ARGS[$name]} --steps "$PROBE_STEPS" --eval-every 0 --save-every 0 \
+      --output "$RUNS/probe-$name" >"$RUNS/probe-$name.log" 2>&1 &
+  done
+  wait
+  for name in "${probed[@]}"; do
+    SEC[$name]=$(step_seconds "$RUNS/probe-$name" 2>/dev/null || echo 1)
+    tail -3 "$RUNS/probe-$name.log" >>"$OUT/driver.log"
+  done
+fi
+for name in "${probed[@]}"; do log "$name: ${SEC[$name]} s/step"; done
 
 # the main phase: 85% of what is left to training (the rest: dev checks, the final check, saving)
 avail=$(( $(left) - 40 ))
 steps_for() { $PY -c "print(max(10, int($2 * 0.85 / $1)))"; }
-train GW "$(steps_for "${SEC[GW]}" "$avail")" "$avail" &
-train GS "$(steps_for "${SEC[GS]}" "$avail")" "$avail" &
-train CD "$(steps_for "${SEC[CD]}" "$avail")" "$avail" &
+for name in GW GS CD; do
+  wanted "$name" && train "$name" "$(steps_for "${SEC[$name]}" "$avail")" "$avail" &
+done
 pt_s=$(( avail * 2 / 5 ))
-( train PT "$(steps_for "${SEC[PT]}" "$pt_s")" "$pt_s"
-  rest=$(( $(left) - 40 ))
-  train CL "$(steps_for "${SEC[CD]}" "$rest")" "$rest" ) &
+wanted CL || pt_s=$avail
+if wanted PT; then
+  ( train PT "$(steps_for "${SEC[PT]}" "$pt_s")" "$pt_s"
+    rest=$(( $(left) - 40 ))
+    wanted CL && train CL "$(steps_for "${SEC[CD]}" "$rest")" "$rest" ) &
+fi
 wait
 for name in GW GS PT CD CL; do
+  wanted "$name" || continue
   tar -czf "$OUT/$name.tgz" -C "$RUNS" "$name.log" $(cd "$RUNS" && ls -d "$name"/{checkpoint,best,train_log.jsonl,train_summary.json} 2>/dev/null)
 done
-tar -czf "$OUT/probes.tgz" -C "$RUNS" $(cd "$RUNS" && ls -d probe-*.log probe-*/train_log.jsonl 2>/dev/null)
+probes=$(cd "$RUNS" && ls -d probe-*.log probe-*/train_log.jsonl 2>/dev/null)
+[[ -n $probes ]] && tar -czf "$OUT/probes.tgz" -C "$RUNS" $probes
 log "done"
