@@ -6,13 +6,17 @@
 #   .devcache/gpu2   call 2: the rest (part b) and its sha256, the wheels the machine lacks (gguf,
 #                    peft and rank_bm25 as installed here) and the `prepare` folders given (each under
 #                    its parent's name: runs/synth10/prep -> data/synth10)
-# Then (session 27's sequence; the second call must follow the first within the machine's 30 s warm time):
+# Then (session 28's sequence, 401 s for call 2; the second call must follow the first within the
+# machine's 30 s warm time):
 #   run  carry=[".devcache/gpu1"]  command: mkdir -p /tmp/g && cp -r .devcache/gpu1/. /tmp/g/
 #   run  carry=[".devcache/gpu2"]  command: bash .devcache/gpu2/setup.sh && export PYTHONPATH=/tmp/site
-#        COMMER_HOME=/tmp/ch TOKENIZER_FROM=/tmp/g/tok && DATA=.devcache/gpu2/data bash scripts/gpu_train_lamp7.sh
-# (the device sets OUT, the folder that comes back: at most 8 files, which both scripts keep to)
+#        COMMER_HOME=/tmp/ch TOKENIZER_FROM=/tmp/g/tok && DATA=.devcache/gpu2/data RECIPES="GW PT CD CL"
+#        STEP_S="GW=1.55 PT=0.3 CD=1.3" BUDGET_S=330 bash scripts/gpu_train_lamp7.sh; mkdir -p /tmp/ck && for n in
+#        PT CL CD; do ln -s $PWD/runs/gpu/$n/checkpoint /tmp/ck/$n; done; CKPT=/tmp/ck DATA=.devcache/gpu2/data
+#        bash scripts/gpu_eval_lamp7.sh
+# (the device sets OUT, the folder that comes back: at most 8 files; the two scripts together write 7 here)
 #
-#   bash scripts/gpu_carry.sh runs/synth10/prep runs/synth12/prep     # prepare folders to carry in call 2
+#   bash scripts/gpu_carry.sh runs/synth10/prep runs/synth12/prep runs/fresh{5,6,7,8,9}/prep   # folders for call 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gguf=$(python3 -c "from commer_core.backbone import smollm2_gguf_path; print(smollm2_gguf_path())")
