@@ -155,13 +155,15 @@ def test_default_checkpoint_reads_the_users_own_documents(default_checkpoint_che
 
 
 @pytest.mark.slow
-def test_default_checkpoint_meets_the_personalization_bar(default_checkpoint_check):
+def test_default_checkpoint_keeps_the_bar_on_the_sets_that_chose_it(default_checkpoint_check):
     """Issue 17's bar (gap >= 0.30 nats/token, interval above 0, own better on >= 85%) over the 192
     examples of all three held-out sets, read as docs/RESULTS.md and scripts/pool_personalization.py do.
 
     Measured when bundled (WSF2, session 24): +0.436 [+0.370, +0.502], own better on 164 of 192 (85.4%):
     one example above the bar, so a change that costs the prompt any user signal fails here. WSF before it
-    scored 163 of 192 (this test was a strict expected failure then).
+    scored 163 of 192 (this test was a strict expected failure then). These are the sets that chose WSF2
+    among several runs, so this guards the figures it was bundled on, not the issue's bar on new users: on
+    five sets that chose nothing (seeds 20-24, session 28) it scores +0.402 [+0.346, +0.454] and 76.9%.
     """
     gap = pooled_gap([default_checkpoint_check(seed) for seed in _HELDOUT_SEEDS])
     assert gap.gap >= 0.30 and gap.low > 0 and gap.own_better >= 0.85, gap
