@@ -11,8 +11,7 @@
 #   run  carry=[".devcache/gpu1"]  command: mkdir -p /tmp/g && cp -r .devcache/gpu1/. /tmp/g/
 #   run  carry=[".devcache/gpu2"]  command: bash .devcache/gpu2/setup.sh && export PYTHONPATH=/tmp/site
 #        COMMER_HOME=/tmp/ch TOKENIZER_FROM=/tmp/g/tok && DATA=.devcache/gpu2/data RECIPES="GW PT CD CL"
-#        STEP_S="GW=1.55 PT=0.3 CD=1.3" BUDGET_S=330 bash scripts/gpu_train_lamp7.sh; mkdir -p /tmp/ck && for n in
-#        PT CL CD; do ln -s $PWD/runs/gpu/$n/checkpoint /tmp/ck/$n; done; CKPT=/tmp/ck DATA=.devcache/gpu2/data
+#        STEP_S="GW=1.55 PT=0.3 CD=1.3" BUDGET_S=330 bash scripts/gpu_train_lamp7.sh; DATA=.devcache/gpu2/data
 #        bash scripts/gpu_eval_lamp7.sh
 # (the device sets OUT, the folder that comes back: at most 8 files; the two scripts together write 7 here)
 #

@@ -6,7 +6,8 @@
 #
 #   CKPT=runs/gpu DATA=runs OUT=/tmp/gpu-eval bash scripts/gpu_eval_lamp7.sh
 #
-# CKPT holds PT/, CL/, CD/ (checkpoints); DATA holds synth10/ and fresh5/ ... fresh9/ (`prepare` outputs);
+# CKPT is scripts/gpu_train_lamp7.sh's RUNS (PT/checkpoint, CL/checkpoint, CD/checkpoint: each run's final
+# checkpoint); DATA holds synth10/ and fresh5/ ... fresh9/ (`prepare` outputs);
 # TOKENIZER_FROM as in scripts/gpu_model_setup.sh.
 set -uo pipefail
 OUT=${OUT:-/tmp/commer-gpu-eval}  # receives gpu.txt, driver.log and eval.tgz (the evaluate outputs) only
@@ -18,7 +19,8 @@ PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT" "$WORK"
 source scripts/gpu_model_setup.sh  # the baselines load no checkpoint: the tokenizer is checked here
-EV="--checkpoint pt-k16=$CKPT/PT --checkpoint commer-k16-CL=$CKPT/CL --checkpoint commer-k16-CD=$CKPT/CD
+EV="--checkpoint pt-k16=$CKPT/PT/checkpoint --checkpoint commer-k16-CL=$CKPT/CL/checkpoint
+  --checkpoint commer-k16-CD=$CKPT/CD/checkpoint
   --baseline none --baseline raw_docs --raw-budget 16 --no-untrained --docs-at-test 8 --max-examples $MAX_EXAMPLES
   --generate 0 --max-input-tokens 64 --max-target-tokens 40 --threads 4 --bf16 --device $DEVICE --no-progress"
 evaluate() {  # NAME DATA SPLIT

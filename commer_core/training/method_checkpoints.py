@@ -97,9 +97,7 @@ def load_method(
     if meta.get("method") != "prompt_tuning":
         raise TrainingError(f"{path / METHOD_FILE}: unknown method {meta.get('method')!r}")
     backbone = load_backbone(meta["base_model"]["name"], device=device, dtype=dtype)
-    if backbone.weights_sha256 != meta["base_model"]["weights_sha256"]:
-        raise TrainingError(f"{path} was trained on other weights of {meta['base_model']['name']!r}")
-    check_tokenizer(meta.get("tokenizer"), backbone.tokenizer, str(path))
+    _check_same_base(meta, backbone, str(path))
     method = PromptTuningMethod(generator_only(backbone), num_embeddings=meta["num_embeddings"],
                                 budget=meta["budget"] if budget is None else budget)
     _load_prompt(method, path)
@@ -142,6 +140,13 @@ def build_method(config: TrainConfig, *, init_from: str | Path | None = None,
     return method
 
 
+def _check_same_base(meta: dict[str, Any], backbone: Backbone, what: str) -> None:
+    """Refuse a prompt-tuning checkpoint trained on other weights or another tokenizer than ``backbone``'s."""
+    if meta["base_model"]["weights_sha256"] != backbone.weights_sha256:
+        raise TrainingError(f"{what}: trained on other weights of {meta['base_model']['name']!r}")
+    check_tokenizer(meta.get("tokenizer"), backbone.tokenizer, what)
+
+
 def graft_shared_prompt(compressor: Compressor, source: Path) -> None:
     """Set the prompt's shared part (the centred norm's bias) to a prompt-tuning checkpoint's soft tokens.
 
@@ -161,9 +166,7 @@ def graft_shared_prompt(compressor: Compressor, source: Path) -> None:
         raise TrainingError(
             f"--shared-prompt-from {source}: needs prompt tuning with k={k} and --raw-budget 0, found "
             f"{meta.get('method')} k={meta.get('num_embeddings')} budget={meta.get('budget')}")
-    if meta["base_model"]["weights_sha256"] != compressor.backbone.weights_sha256:
-        raise TrainingError(f"--shared-prompt-from {source}: trained on other weights of {meta['base_model']['name']!r}")
-    check_tokenizer(meta.get("tokenizer"), compressor.backbone.tokenizer, f"--shared-prompt-from {source}")
+    _check_same_base(meta, compressor.backbone, f"--shared-prompt-from {source}")
     with torch.no_grad():
         compressor.prompt_bias.copy_(load_file(source / PROMPT_FILE)["prompt_embeddings"])
 
