@@ -29,13 +29,16 @@ def main() -> None:
                         help="train users draw from about five times as many fact values (held-out users unchanged)")
     parser.add_argument("--wide-train-styles", action="store_true",
                         help="train users draw from about three times as many style families (held-out users unchanged)")
+    parser.add_argument("--invented-train-facts", action="store_true",
+                        help="about half of each train user's facts are made-up words (held-out users unchanged)")
     args = parser.parse_args()
     users = {"train": args.train_users, "dev": args.dev_users}
     if args.test_users:
         users["test"] = args.test_users
     counts = write_synthetic_lamp(args.output, task=args.task, users=users, profile_size=args.profile_size,
                                   questions_per_user=args.questions_per_user, seed=args.seed,
-                                  wide_train_facts=args.wide_train_facts, wide_train_styles=args.wide_train_styles)
+                                  wide_train_facts=args.wide_train_facts, wide_train_styles=args.wide_train_styles,
+                                  invented_train_facts=args.invented_train_facts)
     print(json.dumps(counts))
 
 

@@ -180,20 +180,42 @@ def fact_values(pool: str, wide_train_facts: bool = False) -> dict[str, list[str
     return {name: values + WIDE_TRAIN_FACTS[name] for name, values in FACT_POOLS[pool].items()}
 
 
-def _make_facts(rng: random.Random, pool: str, wide_train_facts: bool) -> dict[str, str]:
+# Invented fact values (``invented_train_facts``): pronounceable made-up words, so no list of values can be
+# memorised. Proper-noun facts are capitalised, hobbies end in "ing"; a word that spells a held-out value is redrawn.
+_ONSETS = ["b", "br", "d", "f", "g", "gr", "k", "l", "m", "n", "p", "pl", "r", "s", "t", "tr", "v", "z"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ee"]
+_CODAS = ["", "", "", "n", "r", "l", "s", "x", "m"]
+_PROPER_FACTS = {"city", "pet_name", "team", "sib_name"}
+_HELDOUT_VALUES = {v.lower() for values in FACT_POOLS[HELDOUT].values() for v in values}
+
+
+def invented_fact_value(fact: str, rng: random.Random) -> str:
+    """A made-up value for ``fact`` ("Zoutrel", "plaiming"), never one of the held-out pool's values."""
+    while True:
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 3))) + rng.choice(_CODAS)
+        word = word + "ing" if fact == "hobby" else word + "s" if fact == "team" else word
+        if word not in _HELDOUT_VALUES:
+            return word.capitalize() if fact in _PROPER_FACTS else word
+
+
+def _make_facts(rng: random.Random, pool: str, wide_train_facts: bool, invented_train_facts: bool) -> dict[str, str]:
     facts = {name: rng.choice(values) for name, values in fact_values(pool, wide_train_facts).items()}
+    if invented_train_facts and pool == TRAIN:  # half of a training user's facts, each drawn on its own
+        facts.update({name: invented_fact_value(name, rng) for name in sorted(facts) if rng.random() < 0.5})
     facts["sib_rel"] = rng.choice(SIB_RELATIONS)
     return facts
 
 
 def make_personas(n: int, seed: int = 0, split: str = TRAIN, wide_train_facts: bool = False,
-                  wide_train_styles: bool = False) -> list[Persona]:
+                  wide_train_styles: bool = False, invented_train_facts: bool = False) -> list[Persona]:
     """``n`` users for ``split``: facts and style families from that split's pools (see ``pool_for_split``;
-    ``wide_train_facts``: see ``fact_values``, ``wide_train_styles``: see ``style_families``; held-out users
-    are the same either way)."""
+    ``wide_train_facts``: see ``fact_values``, ``wide_train_styles``: see ``style_families``,
+    ``invented_train_facts``: each train fact is, one time in two, a made-up word (``invented_fact_value``);
+    held-out users are the same either way)."""
     pool = pool_for_split(split)
     rng = random.Random(f"commer-synthetic-personas/{seed}/{split}")
-    return [Persona(user=f"u{seed}-{split}-{i:04d}", facts=_make_facts(rng, pool, wide_train_facts),
+    return [Persona(user=f"u{seed}-{split}-{i:04d}",
+                    facts=_make_facts(rng, pool, wide_train_facts, invented_train_facts),
                     initial=rng.choice(string.ascii_uppercase), traits=_make_traits(rng, pool, wide_train_styles))
             for i in range(n)]
 
@@ -309,6 +331,7 @@ def write_synthetic_lamp(
     seed: int = 0,
     wide_train_facts: bool = False,
     wide_train_styles: bool = False,
+    invented_train_facts: bool = False,
 ) -> dict[str, int]:
     """Write ``{split}/{split}_questions.json`` + ``{split}_outputs.json`` for new users per split.
 
@@ -317,7 +340,9 @@ def write_synthetic_lamp(
     HELD-OUT pools, so dev measures personalization of unseen kinds of users.
     ``wide_train_facts`` gives train users about five times as many fact values to
     draw from (``WIDE_TRAIN_FACTS``), too many to memorise one by one; ``wide_train_styles``
-    about three times as many style families (``WIDE_TRAIN_STYLES``). Held-out users are unchanged.
+    about three times as many style families (``WIDE_TRAIN_STYLES``); ``invented_train_facts`` makes about half
+    of each train user's facts made-up words, so carrying a value must not depend on having seen it. Held-out
+    users are unchanged.
     Returns the number of questions per split.
     """
     if task not in ("lamp4", "lamp7"):
@@ -332,7 +357,7 @@ def write_synthetic_lamp(
     for split, n in users.items():
         examples: list[tuple[dict, str]] = []
         for persona in make_personas(n, seed=seed, split=split, wide_train_facts=wide_train_facts,
-                                     wide_train_styles=wide_train_styles):
+                                     wide_train_styles=wide_train_styles, invented_train_facts=invented_train_facts):
             tag = f"commer-synthetic/{task}/{seed}/{split}/{persona.user}"
             examples += make_user(persona, random.Random(tag), profile_size, questions_per_user,
                                   lambda q, tag=tag: random.Random(f"{tag}/q{q}"))

@@ -79,6 +79,19 @@ def test_wide_train_facts_widen_train_users_only_and_never_reach_a_heldout_value
     _assert_only_train_users_change(tmp_path, wide_train_facts=True)
 
 
+def test_invented_train_facts_are_many_made_up_words_on_train_users_only(tmp_path):
+    heldout = {v.lower() for values in FACT_POOLS[HELDOUT].values() for v in values}
+    listed = {v for values in fact_values(TRAIN, True).values() for v in values}
+    users = make_personas(300, seed=2, split="train", wide_train_facts=True, invented_train_facts=True)
+    values = [p.facts[f] for p in users for f in FACT_POOLS[TRAIN]]
+    invented = [v for v in values if v not in listed]
+    assert 0.4 < len(invented) / len(values) < 0.6  # about half of the facts, the rest from the listed values
+    assert len(set(invented)) > 0.95 * len(invented) and not {v.lower() for v in invented} & heldout
+    made_up = [(f, p.facts[f]) for p in users for f in ("hobby", "city") if p.facts[f] not in listed]
+    assert all(v.endswith("ing") if f == "hobby" else v[0].isupper() for f, v in made_up)
+    _assert_only_train_users_change(tmp_path, invented_train_facts=True)
+
+
 def test_wide_train_styles_widen_train_users_only_and_never_reach_a_heldout_family_or_wording(tmp_path):
     for feature, pools in STYLE_FAMILIES.items():
         heldout = pools[HELDOUT]
