@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from commer_core.errors import CommerError
 from schemas import StoreManifest
@@ -332,22 +333,44 @@ class EmbeddingStore:
             return self.index.users().to_pylist()
         return sorted(self._dataset.to_table(columns=["user_id"]).column("user_id").to_pylist())
 
+    # Over fsspec (s3://, gs://) the readers below fetch in the calling thread: Arrow's scanner would call the
+    # Python filesystem from its own I/O threads, and one still reading ahead when the interpreter exits aborts
+    # the process ("terminate called without an active exception", apache/arrow#39162, #34314).
     def head(self, n: int = 5) -> pa.Table:
         """The first ``n`` rows of the store (in file order)."""
-        return self._dataset.head(n)
+        from commer_core.store_index import fsspec_of
+
+        if fsspec_of(self._fs) is None:
+            return self._dataset.head(n)
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        for path in self.embedding_files:
+            with self._fs.open_input_file(path) as fh:
+                reader = pq.ParquetFile(fh, pre_buffer=False)
+                for batch in reader.iter_batches(batch_size=max(n, 1), use_threads=False):
+                    batches.append(batch.slice(0, n - rows))
+                    rows += batches[-1].num_rows
+                    if rows >= n:
+                        return pa.Table.from_batches(batches)
+        return pa.Table.from_batches(batches, schema=reader.schema_arrow)
+
+    def _whole(self, paths: list[str], empty: pa.Schema) -> pa.Table:
+        from commer_core.store_index import fsspec_of, read_object
+
+        if not paths:
+            return empty.empty_table()
+        if fsspec_of(self._fs) is None:
+            return ds.dataset(paths, format="parquet", filesystem=self._fs).to_table()
+        return pa.concat_tables([pq.read_table(pa.BufferReader(read_object(self._fs, p))) for p in paths])
 
     def dead_letters(self) -> pa.Table:
         """Every dead-lettered row (empty table when there were none)."""
         from schemas import DEAD_LETTER_SCHEMA
 
-        if not self.dead_letter_files:
-            return DEAD_LETTER_SCHEMA.empty_table()
-        return ds.dataset(self.dead_letter_files, format="parquet", filesystem=self._fs).to_table()
+        return self._whole(self.dead_letter_files, DEAD_LETTER_SCHEMA)
 
     def documents(self) -> pa.Table:
         """The document index: ``(user_id, doc_id, text_sha256)`` of every document the means cover."""
         from schemas import DOCUMENT_INDEX_SCHEMA
 
-        if not self.document_files:
-            return DOCUMENT_INDEX_SCHEMA.empty_table()
-        return ds.dataset(self.document_files, format="parquet", filesystem=self._fs).to_table()
+        return self._whole(self.document_files, DOCUMENT_INDEX_SCHEMA)

@@ -16,6 +16,7 @@ import array
 import bisect
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,13 +31,18 @@ from schemas import INDEX_FILES_SCHEMA, INDEX_USERS_SCHEMA, StoreIndexInfo
 READ_COLUMNS = ["embedding", "n_docs"]
 
 
+def fsspec_of(fs: pafs.FileSystem) -> Any:
+    """The fsspec filesystem a pyarrow ``PyFileSystem(FSSpecHandler(...))`` wraps, else None (a native one)."""
+    return getattr(getattr(fs, "handler", None), "fs", None)
+
+
 def read_object(fs: pafs.FileSystem, path: str, offset: int | None = None, length: int | None = None) -> bytes:
     """A whole file, or ``length`` bytes at ``offset``: one request where the filesystem allows it.
 
     An fsspec filesystem (wrapped by pyarrow) reads a range with one ranged GET; opening it as
     a file first would cost a HEAD as well.
     """
-    fsspec_fs = getattr(getattr(fs, "handler", None), "fs", None)
+    fsspec_fs = fsspec_of(fs)
     if fsspec_fs is not None:
         if offset is None:  # a range from 0: without one s3fs asks for the size first (a HEAD)
             return fsspec_fs.cat_file(path, start=0)
@@ -50,7 +56,7 @@ def read_object(fs: pafs.FileSystem, path: str, offset: int | None = None, lengt
 
 def read_ranges(fs: pafs.FileSystem, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
     """The ``(offset, length)`` ranges of one file: one ranged read each (fsspec: issued concurrently)."""
-    fsspec_fs = getattr(getattr(fs, "handler", None), "fs", None)
+    fsspec_fs = fsspec_of(fs)
     if fsspec_fs is not None:
         return fsspec_fs.cat_ranges([path] * len(ranges), [o for o, _ in ranges], [o + n for o, n in ranges])
     with fs.open_input_file(path) as fh:
