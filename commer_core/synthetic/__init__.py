@@ -214,10 +214,38 @@ def make_personas(n: int, seed: int = 0, split: str = TRAIN, wide_train_facts: b
     held-out users are the same either way)."""
     pool = pool_for_split(split)
     rng = random.Random(f"commer-synthetic-personas/{seed}/{split}")
-    return [Persona(user=f"u{seed}-{split}-{i:04d}",
+    return [Persona(user=user_id(seed, split, i),
                     facts=_make_facts(rng, pool, wide_train_facts, invented_train_facts),
                     initial=rng.choice(string.ascii_uppercase), traits=_make_traits(rng, pool, wide_train_styles))
             for i in range(n)]
+
+
+def user_id(seed: int, split: str, index: int) -> str:
+    """The generator's name for a user (``u70-dev-0003``); its questions are ``{user_id}-q{n}``."""
+    return f"u{seed}-{split}-{index:04d}"
+
+
+_USER_ID = re.compile(r"u(?P<seed>\d+)-(?P<split>[a-z]+)-(?P<index>\d{4})")
+
+
+def persona_of(name: str, wide_train_facts: bool = False, wide_train_styles: bool = False,
+               invented_train_facts: bool = False) -> Persona:
+    """The persona behind a generated user or question id (``u70-dev-0003-q1``), rebuilt from its seed.
+
+    Why: reports name users, not their styles; analyses of which users a prompt confuses need the
+    persona back. Persona ``i`` depends only on the ones before it, so it is rebuilt exactly. The
+    flags must be the ones the data was written with (they change TRAIN users only)."""
+    match = _USER_ID.match(name)
+    if not match:
+        raise ValueError(f"{name!r} is not a generated user id (u<seed>-<split>-<index>)")
+    index = int(match["index"])
+    return make_personas(index + 1, seed=int(match["seed"]), split=match["split"], wide_train_facts=wide_train_facts,
+                         wide_train_styles=wide_train_styles, invented_train_facts=invented_train_facts)[index]
+
+
+def shared_families(a: Persona, b: Persona) -> int:
+    """How many style features two users draw from the same family: alike users share many."""
+    return len({(t.feature, t.family) for t in a.traits} & {(t.feature, t.family) for t in b.traits})
 
 
 def template_slots(template: str) -> set[str]:

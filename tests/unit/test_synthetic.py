@@ -10,8 +10,8 @@ import pytest
 
 from commer_core.data.lamp import load_lamp
 from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, WIDE_TRAIN_FACTS,
-                                   WIDE_TRAIN_STYLES, fact_values, make_personas, style_families, styled_profile,
-                                   write_synthetic_lamp)
+                                   WIDE_TRAIN_STYLES, fact_values, make_personas, persona_of, shared_families, style_families,
+                                   styled_profile, write_synthetic_lamp)
 
 # Generic words of the neutral input -> the fact values that must then be predictable from the profile.
 _GENERIC_FACTS = {"lamp7": {"my pet": ["pet_name"], "my city": ["city"], "my team": ["team"],
@@ -164,3 +164,18 @@ def test_generation_does_not_depend_on_the_string_hash_seed(tmp_path):
         subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
         outputs.append([(out / s / f"{s}_{kind}.json").read_bytes() for s in ("train", "dev") for kind in ("questions", "outputs")])
     assert outputs[0] == outputs[1]
+
+
+def test_a_question_id_gives_back_its_persona_and_alike_users_share_families(tmp_path):
+    write_synthetic_lamp(tmp_path, users={"train": 3, "dev": 5}, seed=7, wide_train_styles=True)
+    question = json.loads((tmp_path / "dev" / "dev_questions.json").read_text())[-1]
+    dev = make_personas(5, seed=7, split="dev")
+    assert question["id"].startswith(dev[4].user + "-q") and persona_of(question["id"]) == dev[4]
+    train = make_personas(3, seed=7, split="train", wide_train_styles=True)
+    assert persona_of(train[2].user, wide_train_styles=True) == train[2] != persona_of(train[2].user)
+    assert shared_families(dev[0], dev[0]) == len(dev[0].traits)
+    pairs = [(a, b) for a in dev for b in dev if a is not b]
+    assert all(shared_families(a, b) == shared_families(b, a) <= min(len(a.traits), len(b.traits)) for a, b in pairs)
+    assert any(shared_families(a, b) < len(a.traits) for a, b in pairs)
+    with pytest.raises(ValueError, match="not a generated user id"):
+        persona_of("alice-q0")
