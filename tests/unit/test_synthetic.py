@@ -10,8 +10,8 @@ import pytest
 
 from commer_core.data.lamp import load_lamp
 from commer_core.synthetic import (FACT_POOLS, HELDOUT, STYLE_FAMILIES, TRAIN, SLOTS, TWEETS, WIDE_TRAIN_FACTS,
-                                   WIDE_TRAIN_STYLES, fact_values, make_personas, persona_of, shared_families, style_families,
-                                   styled_profile, write_synthetic_lamp)
+                                   WIDE_TRAIN_STYLES, fact_values, make_personas, persona_of, shared_families,
+                                   style_families, styled_profile, write_synthetic_lamp)
 
 # Generic words of the neutral input -> the fact values that must then be predictable from the profile.
 _GENERIC_FACTS = {"lamp7": {"my pet": ["pet_name"], "my city": ["city"], "my team": ["team"],
