@@ -157,6 +157,11 @@ class Compressor(nn.Module):
     # -- compression ------------------------------------------------------------------
     def forward(self, input_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Compress a batch of token-id lists into a (n_docs, k, d) tensor."""
+        rows = self.hidden_rows(input_ids)
+        return self.scale_prompt(rows) if len(rows) else rows  # an empty batch must not move the centre
+
+    def hidden_rows(self, input_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The final layer's states at the k compression slots, (n_docs, k, d), before ``scale_prompt``."""
         if len(input_ids) == 0:
             return torch.empty(0, self.num_embeddings, self.hidden_size, device=self.device)
         device, k = self.device, self.num_embeddings
@@ -176,7 +181,7 @@ class Compressor(nn.Module):
         # kernel (skips the masked half) and no (n, 1, width, width) mask is built.
         decoder = self.peft_model.get_base_model().get_decoder()
         hidden = decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state
-        return self.scale_prompt(hidden[rows, slots])
+        return hidden[rows, slots]
 
     def scale_prompt(self, rows: torch.Tensor) -> torch.Tensor:
         """Compression rows (n, k, d) at the generator's input scale (``prompt_norm``); unchanged for ``none``.
@@ -213,6 +218,22 @@ class Compressor(nn.Module):
             self.prompt_center.copy_(batch_mean)
         else:
             self.prompt_center.mul_(CENTER_MOMENTUM).add_(batch_mean, alpha=1 - CENTER_MOMENTUM)
+
+    @torch.inference_mode()
+    def fit_center(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> int:
+        """Set the ``center`` norm's centre to the exact mean hidden row over ``texts``; returns the count.
+
+        Training keeps a running mean of the rows its own weights produce; weights made any
+        other way (an average of checkpoints) need the mean their own rows have.
+        """
+        if self.prompt_center is None:
+            raise ValueError(f"prompt_norm {self.config.prompt_norm!r} has no centre to fit")
+        ids = [d.ids for d in self.tokenize(texts)]
+        total = torch.zeros_like(self.prompt_center, dtype=torch.float64)
+        for batch in plan_batches([len(x) for x in ids], self.num_embeddings, batch_tokens, max_batch_size):
+            total += self.hidden_rows([ids[i] for i in batch]).double().sum(0)
+        self.prompt_center.copy_((total / max(len(ids), 1)).to(self.prompt_center.dtype))
+        return len(ids)
 
     @torch.inference_mode()
     def compress_texts(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> torch.Tensor:
