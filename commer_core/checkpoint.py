@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "commer_config.json"
 EMBEDDINGS_FILE = "compression_embeddings.safetensors"
 ADAPTER_DIR = "adapter"
+ADAPTER_FILE = "adapter_model.safetensors"  # what PEFT's save_pretrained writes into ADAPTER_DIR
 CHECKSUMS_FILE = "checksums.json"
 # A fixed text whose token ids pin how the tokenizer splits text: two conversions of one
 # vocabulary can differ in byte fallback, spaces and the end-of-sequence token (seen: the GGUF
@@ -187,7 +188,7 @@ def load_checkpoint(
                                   f"the config needs {tuple(target.shape)}")
         with torch.no_grad():
             target.copy_(saved[name])
-    adapter = load_file(path / ADAPTER_DIR / "adapter_model.safetensors", device=str(backbone.device))
+    adapter = load_file(path / ADAPTER_DIR / ADAPTER_FILE, device=str(backbone.device))
     result = set_peft_model_state_dict(compressor.peft_model, adapter)
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:

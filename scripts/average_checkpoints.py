@@ -28,14 +28,13 @@ from safetensors.torch import load_file
 
 from commer_core.checkpoint import (
     ADAPTER_DIR,
+    ADAPTER_FILE,
     EMBEDDINGS_FILE,
     fingerprint,
     load_checkpoint,
     read_config,
     save_checkpoint,
 )
-
-ADAPTER_FILE = "adapter_model.safetensors"
 
 
 def weighted_mean(dicts: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
