@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -228,12 +228,40 @@ class Compressor(nn.Module):
         """
         if self.prompt_center is None:
             raise ValueError(f"prompt_norm {self.config.prompt_norm!r} has no centre to fit")
+        mean, count = self._mean_row(texts, self.hidden_rows, batch_tokens, max_batch_size)
+        self.prompt_center.copy_(mean.to(self.prompt_center.dtype))
+        return count
+
+    @torch.inference_mode()
+    def recenter_user_part(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> int:
+        """Shift the ``center`` norm's bias so the user part averages to zero over ``texts``; returns the count.
+
+        The user part ``gain * rms_normalise(h - centre)`` has a mean over users that is not zero,
+        so every user's prompt carries a shared offset on top of the bias. After the shift the mean
+        prompt row over these documents is the bias the checkpoint had (for a shared part frozen at
+        a prompt-tuning prompt: that prompt), and a user's prompt differs from it only by their own part.
+        """
+        if self.prompt_bias is None:
+            raise ValueError(f"prompt_norm {self.config.prompt_norm!r} has no shared bias to shift")
+        was_training = self.training
+        self.eval()  # the centre stays fixed while the prompts are read
+        try:
+            mean, count = self._mean_row(texts, lambda ids: self.scale_prompt(self.hidden_rows(ids)),
+                                         batch_tokens, max_batch_size)
+        finally:
+            self.train(was_training)
+        self.prompt_bias.sub_((mean - self.prompt_bias.double()).to(self.prompt_bias.dtype))
+        return count
+
+    def _mean_row(
+        self, texts: Sequence[str], rows: Callable[[list[list[int]]], torch.Tensor], batch_tokens: int, max_batch_size: int
+    ) -> tuple[torch.Tensor, int]:
+        """The exact (k, d) mean of ``rows`` over the documents ``texts``, in float64, and their count."""
         ids = [d.ids for d in self.tokenize(texts)]
-        total = torch.zeros_like(self.prompt_center, dtype=torch.float64)
+        total = torch.zeros(self.num_embeddings, self.hidden_size, dtype=torch.float64, device=self.device)
         for batch in plan_batches([len(x) for x in ids], self.num_embeddings, batch_tokens, max_batch_size):
-            total += self.hidden_rows([ids[i] for i in batch]).double().sum(0)
-        self.prompt_center.copy_((total / max(len(ids), 1)).to(self.prompt_center.dtype))
-        return len(ids)
+            total += rows([ids[i] for i in batch]).double().sum(0)
+        return total / max(len(ids), 1), len(ids)
 
     @torch.inference_mode()
     def compress_texts(self, texts: Sequence[str], *, batch_tokens: int = 4096, max_batch_size: int = 64) -> torch.Tensor:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
@@ -35,6 +33,7 @@ from commer_core.checkpoint import (
     read_config,
     save_checkpoint,
 )
+from commer_core.data.examples import sample_corpus_texts
 
 
 def weighted_mean(dicts: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
@@ -44,12 +43,6 @@ def weighted_mean(dicts: list[dict[str, torch.Tensor]], weights: list[float]) ->
         if set(d) != keys:
             raise SystemExit(f"Error: the checkpoints hold different tensors ({sorted(keys ^ set(d))[:3]})")
     return {k: sum(w * d[k].double() for w, d in zip(weights, dicts)).float() for k in sorted(keys)}
-
-
-def sample_texts(corpus: Path, n: int, seed: int) -> list[str]:
-    """``n`` document texts drawn without replacement (all when the corpus holds fewer)."""
-    texts = pq.read_table(corpus, columns=["text"]).column("text").to_pylist()
-    return random.Random(seed).sample(texts, min(n, len(texts)))
 
 
 def main() -> None:
@@ -87,7 +80,7 @@ def main() -> None:
     if compressor.prompt_center is not None:
         center = "weighted mean of the sources' centres"
         if args.center_corpus is not None:
-            texts = sample_texts(args.center_corpus, args.center_docs, args.seed)
+            texts = sample_corpus_texts(args.center_corpus, args.center_docs, args.seed)
             center = {"corpus": str(args.center_corpus), "docs": compressor.fit_center(texts), "seed": args.seed}
     training = {
         "average_of": [{"checkpoint": str(c), "fingerprint": fingerprint(c), "weight": w}

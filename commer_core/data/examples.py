@@ -14,6 +14,7 @@ the same way as this module's own files (``sources``).
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -240,3 +241,13 @@ def write_corpus_parquet(items: Iterable[Example | tuple[str, Document]], path: 
             writer.write_table(pa.Table.from_pylist(batch, schema=CORPUS_SCHEMA))
             counts["rows"] += len(batch)
     return counts
+
+
+def sample_corpus_texts(path: str | Path, n: int, seed: int) -> list[str]:
+    """``n`` document texts of a user corpus drawn without replacement (all when it holds fewer).
+
+    For statistics of a checkpoint's prompts over a population (its centre, the mean of its
+    user part) that should not depend on one user's documents or on the corpus's row order.
+    """
+    texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    return random.Random(seed).sample(texts, min(n, len(texts)))
